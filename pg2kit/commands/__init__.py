@@ -1,0 +1,1 @@
+"""Click commands of the `pg2kit` CLI, one module per stage."""

@@ -1,0 +1,1 @@
+"""Dataset adapters: each turns a raw dataset layout into records for `pg2kit prepare`."""
