@@ -1,0 +1,236 @@
+"""`pg2kit pairs`: mine (source, target) pairs of a prepared folder into OUT/pairs.h5, or turn a
+Def-GAN annotation CSV into a Def-GAN pairs CSV without any images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+
+from pg2kit import pairs as P
+from pg2kit.formats import FormatError, read_defgan_annotations, write_pairs_csv
+
+FIELDS = ("name", "keypoints", "identity", "camera", "junk", "distractor")
+
+EPILOG = """\b
+Examples:
+  pg2kit pairs data/market --protocol defgan
+  pg2kit pairs data/market --protocol pg2 --cross-camera
+  pg2kit pairs data/mine --protocol custom --min-keypoints 8 --min-pose-diff 0.05
+  pg2kit pairs --from-annotations market-annotation-test.csv --dataset market1501 \\
+      --split test --protocol defgan -o market-pairs-test.csv
+"""
+
+
+def _pairs_from_annotations(
+    csv_path: Path, dataset: str | None, split: str | None, protocol: str, output: Path | None
+) -> None:
+    if protocol != "defgan":
+        raise click.ClickException("--from-annotations supports --protocol defgan only")
+    if dataset not in ("market1501", "deepfashion"):
+        raise click.ClickException("--from-annotations needs --dataset market1501 or deepfashion")
+    if split is None or output is None:
+        raise click.ClickException("--from-annotations needs --split and -o/--output")
+    try:
+        table = read_defgan_annotations(csv_path)
+        pairs = P.defgan_pairs(table.names, table.keypoints, dataset, split)
+    except (FormatError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    names = table.names
+    write_pairs_csv(output, ((names[a], names[b]) for a, b in pairs.tolist()))
+    click.echo(f"{split}: {len(pairs)} pairs from {len(names)} annotation rows -> {output}")
+
+
+def _pairs_of_folder(root: Path, dataset: str | None, protocol: str, opts: dict) -> None:
+    from pg2kit.shards import SchemaError, list_splits, read_split_fields, shard_attrs
+
+    try:
+        splits = list_splits(root)
+    except SchemaError as e:
+        raise click.ClickException(str(e)) from None
+    result: dict[str, np.ndarray] = {}
+    kinds: dict[str, str] = {}
+    for split in splits:
+        try:
+            f = read_split_fields(root, split, FIELDS)
+            attrs = shard_attrs(root, split)
+        except SchemaError as e:
+            raise click.ClickException(str(e)) from None
+        kind = dataset or str(attrs.get("dataset", "other"))
+        kinds[split] = kind
+        names = [str(n) for n in f["name"]]
+        keep = ~(f["junk"].astype(bool) | f["distractor"].astype(bool))
+        try:
+            if protocol == "defgan":
+                if kind in ("market1501", "deepfashion"):
+                    pairs = P.defgan_pairs(names, f["keypoints"], kind, split)
+                else:  # folder identity, no junk rule
+                    pairs = P.defgan_pairs(names, f["keypoints"], "other", split, f["identity"])
+            elif protocol == "pg2":
+                cap = opts["test_pairs"] if split == "test" and opts["test_pairs"] > 0 else None
+                pairs = P.pg2_pairs(
+                    f["identity"], f["camera"], opts["cross_camera"], cap, opts["seed"], keep
+                )
+            else:
+                pairs = P.custom_pairs(
+                    f["identity"],
+                    f["keypoints"],
+                    f["camera"],
+                    height=float(attrs.get("frame_height", 1.0)),
+                    min_keypoints=opts["min_keypoints"],
+                    require_torso=opts["require_torso"],
+                    min_pose_diff=opts["min_pose_diff"],
+                    cross_camera=opts["cross_camera"],
+                    max_per_identity=opts["max_per_identity"] or None,
+                    seed=opts["seed"],
+                    keep=keep,
+                )
+        except ValueError as e:
+            raise click.ClickException(f"split {split}: {e}") from None
+        result[split] = pairs
+        n_ids = len(np.unique(np.asarray(f["identity"])[np.unique(pairs)])) if len(pairs) else 0
+        click.echo(f"{split}: {len(pairs)} pairs over {n_ids} identities ({len(names)} samples)")
+    params = {"dataset": kinds, **(opts if protocol != "defgan" else {})}
+    path = P.write_pair_index(root, result, protocol, params)
+    click.echo(f"wrote {path}")
+
+
+@click.command("pairs", epilog=EPILOG)
+@click.argument(
+    "out", required=False, metavar="[OUT]", type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["defgan", "pg2", "custom"]),
+    default="defgan",
+    show_default=True,
+    metavar="defgan|pg2|custom",
+    help="Pair rule: Def-GAN/PATN (torso present, permutations; Market test sampled to 12,000), "
+    "PG2 (all same-identity pairs; test capped), or custom filters.",
+)
+@click.option(
+    "--from-annotations",
+    "annotations",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    metavar="FILE.csv",
+    show_default=True,
+    help="Def-GAN annotation CSV to pair without images (instead of OUT); needs --dataset, "
+    "--split and -o.",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["market1501", "deepfashion", "other"]),
+    default=None,
+    show_default=True,
+    metavar="market1501|deepfashion|other",
+    help="Naming of the file names; with OUT it overrides the shards' `dataset` attribute.",
+)
+@click.option(
+    "--split",
+    type=click.Choice(["train", "test"]),
+    default=None,
+    show_default=True,
+    metavar="train|test",
+    help="Split of the --from-annotations file (Market test is sampled to 12,000 pairs).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    show_default=True,
+    metavar="PAIRS.csv",
+    help="Pairs CSV (header from,to) written with --from-annotations.",
+)
+@click.option(
+    "--cross-camera",
+    is_flag=True,
+    default=False,
+    show_default=True,
+    help="pg2/custom: only pairs whose cameras differ (unknown cameras never differ).",
+)
+@click.option(
+    "--test-pairs",
+    type=click.IntRange(min=0),
+    default=P.PG2_TEST_PAIRS,
+    show_default=True,
+    metavar="N",
+    help="pg2: seeded random cap on the test split's pairs (0 = all).",
+)
+@click.option(
+    "--min-keypoints",
+    type=click.IntRange(0, 18),
+    default=4,
+    show_default=True,
+    metavar="K",
+    help="custom: images need at least K present keypoints.",
+)
+@click.option(
+    "--require-torso/--no-require-torso",
+    default=True,
+    show_default=True,
+    help="custom: images need both shoulders and both hips.",
+)
+@click.option(
+    "--min-pose-diff",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="D",
+    help="custom: minimum mean distance of shared keypoints, as a fraction of image height.",
+)
+@click.option(
+    "--max-per-identity",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="custom: seeded random cap on the pairs of each identity (0 = all).",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Seed of the pg2/custom random choices (Def-GAN's sampling is fixed by its protocol).",
+)
+def pairs(
+    out: Path | None,
+    protocol: str,
+    annotations: Path | None,
+    dataset: str | None,
+    split: str | None,
+    output: Path | None,
+    cross_camera: bool,
+    test_pairs: int,
+    min_keypoints: int,
+    require_torso: bool,
+    min_pose_diff: float,
+    max_per_identity: int,
+    seed: int,
+) -> None:
+    """Mine (source, target) pairs of the prepared folder OUT into OUT/pairs.h5."""
+    if annotations is not None:
+        if out is not None:
+            raise click.ClickException("give either OUT or --from-annotations, not both")
+        _pairs_from_annotations(annotations, dataset, split, protocol, output)
+        return
+    if out is None:
+        raise click.ClickException("missing OUT (a prepared folder) or --from-annotations FILE")
+    if split is not None or output is not None:
+        raise click.ClickException("--split and -o/--output go with --from-annotations only")
+    opts = {
+        "cross_camera": cross_camera,
+        "test_pairs": test_pairs,
+        "min_keypoints": min_keypoints,
+        "require_torso": require_torso,
+        "min_pose_diff": min_pose_diff,
+        "max_per_identity": max_per_identity,
+        "seed": seed,
+    }
+    if protocol == "pg2":
+        opts = {k: opts[k] for k in ("cross_camera", "test_pairs", "seed")}
+    _pairs_of_folder(out, dataset, protocol, opts)

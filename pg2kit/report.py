@@ -1,0 +1,94 @@
+"""Human-readable views of a prepared folder: the manifest as a table and a contact sheet PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pg2kit import shards
+
+
+def manifest_table(manifest: dict[str, Any]) -> str:
+    """The manifest as a small text table plus the settings that made it."""
+    frame = manifest["frame"]
+    lines = [
+        f"dataset     {manifest['dataset']}  (pg2kit {manifest.get('pg2kit_version', '?')}, "
+        f"schema {manifest['schema_version']})",
+        f"source      {manifest.get('source') or '-'}",
+        f"frame       {frame['height']}x{frame['width']} (HxW), x offset {frame['x_offset']}",
+        f"keypoints   {manifest['keypoints']['source']}  {manifest['keypoints']['version']}",
+    ]
+    p = manifest.get("params", {})
+    lines.append(
+        f"maps/masks  {p.get('map_kind')} maps (r={p.get('map_radius')}, sigma="
+        f"{p.get('map_sigma')}), mask r={p.get('mask_radius')}, stored maps: "
+        f"{'yes' if p.get('store_maps') else 'no'}"
+    )
+    pairs = manifest.get("pairs", {})
+    header = f"{'split':<8} {'samples':>8} {'no person':>10} {'skipped':>8} {'shards':>7} {'MB':>8}"
+    if pairs:
+        header += f" {'pairs':>9}"
+    lines += ["", header, "-" * len(header)]
+    for split, info in manifest["splits"].items():
+        mb = sum(s.get("bytes", 0) for s in info["shards"]) / 1e6
+        row = (f"{split:<8} {info['count']:>8} {info.get('no_person', 0):>10} "
+               f"{info.get('skipped', 0):>8} {len(info['shards']):>7} {mb:>8.1f}")  # fmt: skip
+        if pairs:
+            row += f" {pairs.get('counts', {}).get(split, '-'):>9}"
+        lines.append(row)
+    if pairs:
+        lines.append(f"pairs: protocol {pairs.get('protocol', '?')}")
+    lines.append(f"failures    {manifest.get('failures', 0)} (see failures.csv)")
+    return "\n".join(lines)
+
+
+def contact_sheet(root: Path, out_path: Path, n: int = 12, seed: int = 0, groups: int = 3) -> Path:
+    """PNG of `n` sampled records: image | skeleton overlay | pose map | body mask."""
+    from pg2kit import maps, viz
+
+    root = Path(root)
+    manifest = shards.load_manifest(root)
+    rng = np.random.default_rng(seed)
+    picks: list[tuple[str, int]] = []
+    splits = [s for s, info in manifest["splits"].items() if info["count"]]
+    per_split = -(-n // max(1, len(splits)))
+    for split in splits:
+        count = manifest["splits"][split]["count"]
+        ids = rng.choice(count, size=min(per_split, count), replace=False)
+        picks += [(split, int(i)) for i in sorted(ids)]
+    picks = picks[:n]
+    p = manifest.get("params", {})
+    cells = []
+    for split, i in picks:
+        reader = shards.SplitReader(root, split)
+        image = reader.read("image", [i])[0]
+        kp = reader.read("keypoints", [i])[0]
+        mask = reader.read("mask", [i])[0]
+        name = str(reader.read("name", [i])[0])
+        reader.close()
+        h, w = image.shape[:2]
+        scale = max(1, 256 // h)  # small Market crops drawn larger so the skeleton is legible
+        big = np.repeat(np.repeat(image, scale, 0), scale, 1)
+        pose = maps.pose_maps(kp[None], h, w, kind=p.get("map_kind", "disk"),
+                              radius=p.get("map_radius", 4), sigma=p.get("map_sigma", 6.0))[0]  # fmt: skip
+        cells.append((name, [
+            big,
+            viz.draw_skeleton(image, kp, scale=scale),
+            viz.colorize_pose_map(pose),
+            viz.overlay_mask(image, mask, 0.5),
+        ]))  # fmt: skip
+    rows, labels = [], []
+    for start in range(0, len(cells), groups):
+        row = []
+        for _name, imgs in cells[start : start + groups]:
+            row += imgs
+        rows.append(row)
+        labels.append("   |   ".join(name for name, _ in cells[start : start + groups]))
+    col_labels = ["image", "skeleton", "pose map", "mask"] * min(groups, len(cells))
+    sheet = viz.grid(rows, labels=labels, col_labels=col_labels)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    viz.save_png(out_path, sheet)
+    return out_path
