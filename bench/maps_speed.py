@@ -95,6 +95,46 @@ def median_rate(fn, n_images: int, repeats: int) -> float:
     return n_images / float(np.median(times))
 
 
+def run_case(kp, height, width, kind, args, torch) -> dict[str, float]:
+    """Median images/s of each implementation for one frame size and map kind."""
+    chunk = min(args.chunk, len(kp))
+    dtype = np.uint8 if kind == "disk" else np.float32
+    map_buf = np.zeros((chunk, height, width, 18), dtype)  # preallocated, as a shard writer would
+    mask_buf = np.zeros((chunk, height, width), np.uint8)
+
+    def fast():
+        for s in range(0, len(kp) - chunk + 1, chunk):
+            maps.pose_maps(kp[s : s + chunk], height, width, kind, out=map_buf)
+            maps.body_masks(kp[s : s + chunk], height, width, out=mask_buf)
+
+    n_naive = max(4, len(kp) // 20)
+
+    def naive():
+        for k in kp[:n_naive]:
+            naive_pose_map(k, height, width, kind)
+            naive_body_mask(k, height, width)
+
+    n_ref = 4 if kind == "disk" else 1  # pure Python: a Gaussian map is 1.2M exp() at 256x256
+    ref_map = ref.pose_map_disk if kind == "disk" else ref.pose_map_gaussian
+
+    def reference():
+        for k in kp[:n_ref]:
+            ref_map(k, height, width)
+            ref.body_mask(k, height, width)
+
+    rates = {
+        "fast": median_rate(fast, (len(kp) // chunk) * chunk, args.repeats),
+        "naive": median_rate(naive, n_naive, max(1, args.repeats // 2)),
+        "reference": median_rate(reference, n_ref, 1),
+    }
+    if torch is not None:
+        kp_t = torch.from_numpy(kp[:chunk])
+        rates["torch"] = median_rate(
+            lambda: maps.pose_maps_torch(kp_t, height, width, kind), chunk, args.repeats
+        )
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=2000, help="images for the batched functions")
@@ -115,50 +155,12 @@ def main() -> None:
           f"{'reference':>9} {'x':>7} | {'torch cpu':>9}")  # fmt: skip
     for height, width in ((128, 64), (256, 256)):
         kp = person_keypoints(rng, args.n, height, width)
-        chunk = min(args.chunk, args.n)
         for kind in ("disk", "gaussian"):
-            dtype = np.uint8 if kind == "disk" else np.float32
-            map_buf = np.zeros((chunk, height, width, 18), dtype)
-            mask_buf = np.zeros((chunk, height, width), np.uint8)
-
-            def fast(kp=kp, kind=kind, chunk=chunk, map_buf=map_buf, mask_buf=mask_buf):
-                for s in range(0, len(kp) - chunk + 1, chunk):
-                    maps.pose_maps(kp[s : s + chunk], height, width, kind, out=map_buf)
-                    maps.body_masks(kp[s : s + chunk], height, width, out=mask_buf)
-
-            n_fast = (len(kp) // chunk) * chunk
-            fast_rate = median_rate(fast, n_fast, args.repeats)
-
-            n_naive = max(4, args.n // 20)
-
-            def naive(kp=kp[:n_naive], kind=kind):
-                for k in kp:
-                    naive_pose_map(k, height, width, kind)
-                    naive_body_mask(k, height, width)
-
-            naive_rate = median_rate(naive, n_naive, max(1, args.repeats // 2))
-
-            n_ref = 4 if kind == "disk" else 1
-            ref_map = ref.pose_map_disk if kind == "disk" else ref.pose_map_gaussian
-
-            def reference(kp=kp[:n_ref], ref_map=ref_map):
-                for k in kp:
-                    ref_map(k, height, width)
-                    ref.body_mask(k, height, width)
-
-            ref_rate = median_rate(reference, n_ref, 1)
-
-            torch_txt = "-"
-            if torch is not None:
-                kp_t = torch.from_numpy(kp[:chunk])
-
-                def on_torch(kp_t=kp_t, kind=kind):
-                    maps.pose_maps_torch(kp_t, height, width, kind)
-
-                torch_txt = f"{median_rate(on_torch, chunk, args.repeats):9.0f}"
-            print(f"{height:>4}x{width:<3} {kind:>8} | {fast_rate:9.0f} | {naive_rate:9.1f} "
-                  f"{fast_rate / naive_rate:6.0f} | {ref_rate:9.2f} {fast_rate / ref_rate:7.0f} | "
-                  f"{torch_txt}")  # fmt: skip
+            r = run_case(kp, height, width, kind, args, torch)
+            torch_txt = f"{r['torch']:9.0f}" if "torch" in r else "-"
+            print(f"{height:>4}x{width:<3} {kind:>8} | {r['fast']:9.0f} | {r['naive']:9.1f} "
+                  f"{r['fast'] / r['naive']:6.0f} | {r['reference']:9.2f} "
+                  f"{r['fast'] / r['reference']:7.0f} | {torch_txt}")  # fmt: skip
     print("pg2kit/naive/reference: pose maps + body masks (numpy); torch cpu: pose maps only, "
           "(B, 18, H, W)")  # fmt: skip
 

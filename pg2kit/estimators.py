@@ -138,7 +138,7 @@ def torso_length(xy: np.ndarray) -> float:
 
 
 def fuse_runs(
-    runs: list[tuple[np.ndarray, np.ndarray]], agree: float
+    runs: list[tuple[np.ndarray, np.ndarray]], agree: float, fusion: str = "mean"
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Fuse COCO-18 runs [(xy (18, 2), vis (18,))] into one pose by consensus.
 
@@ -155,8 +155,12 @@ def fuse_runs(
     d = np.linalg.norm(xys[:, None, core] - xys[None, :, core], axis=-1).mean(-1) / scale
     anchor = int(np.argmin(d.sum(1)))
     keep = d[anchor] <= agree
-    w = vis[keep] + 1e-3  # (K, 18)
-    xy = (xys[keep] * w[..., None]).sum(0) / w.sum(0)[:, None]
+    if fusion == "median":
+        xy = np.median(xys[keep], axis=0)
+    else:
+        w = vis[keep] + 1e-3  # (K, 18)
+        xy = (xys[keep] * w[..., None]).sum(0) / w.sum(0)[:, None]
+    xy[1] = (xy[2] + xy[5]) / 2
     return xy.astype(np.float32), vis[keep].mean(0).astype(np.float32), int(keep.sum())
 
 

@@ -1,6 +1,6 @@
 """Exchange formats: Def-GAN/PATN annotation CSV, pairs CSV and OpenPose per-image JSON.
 
-Readers return pg2kit keypoints ((N,) 18, 2) float32 (x, y) with (-1, -1) for missing (SPEC section 2).
+Keypoints come and go as pg2kit arrays ((N,) 18, 2) float32 (x, y), (-1, -1) missing (SPEC 2).
 """
 
 from __future__ import annotations

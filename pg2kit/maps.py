@@ -120,9 +120,14 @@ def _close(buf: np.ndarray, height: int) -> np.ndarray:
     import cv2
 
     b, rows, width = buf.shape
-    dilated = cv2.dilate(buf.reshape(b * rows, width), _CLOSE_KERNEL)
-    dilated.reshape(b, rows, width)[:, height:] = 1
-    return cv2.erode(dilated, _CLOSE_KERNEL).reshape(b, rows, width)
+    out = np.empty_like(buf)
+    step = max(1, (1 << 26) // (rows * width))  # <= 64 Mpx per cv2 call, far below its int limits
+    for s in range(0, b, step):
+        part = buf[s : s + step]
+        dilated = cv2.dilate(part.reshape(-1, width), _CLOSE_KERNEL)
+        dilated.reshape(part.shape)[:, height:] = 1
+        cv2.erode(dilated, _CLOSE_KERNEL, dst=out[s : s + step].reshape(-1, width))
+    return out
 
 
 def _out_buffer(out, shape, dtype) -> np.ndarray:
@@ -233,14 +238,14 @@ def _interior_points(kp, pres, radius, box=None):
     if box is not None:
         t0 = np.zeros_like(n)
         t1 = np.ones_like(n)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for axis, lo, hi in ((0, box[0], box[2]), (1, box[1], box[3])):
-                p, q = a[..., axis], d[..., axis]
-                ta, tb = (lo - p) / q, (hi - p) / q
-                flat = q == 0
-                miss = flat & ((p < lo) | (p > hi))
-                t0 = np.maximum(t0, np.where(flat, 0.0, np.minimum(ta, tb)))
-                t1 = np.minimum(t1, np.where(flat, np.where(miss, -1.0, 1.0), np.maximum(ta, tb)))
+        for axis, lo, hi in ((0, box[0], box[2]), (1, box[1], box[3])):
+            p, q = a[..., axis], d[..., axis]
+            flat = q == 0  # parallel to this axis: all or nothing of the segment is in the slab
+            q = np.where(flat, 1.0, q)
+            ta, tb = (lo - p) / q, (hi - p) / q
+            miss = flat & ((p < lo) | (p > hi))
+            t0 = np.maximum(t0, np.where(flat, 0.0, np.minimum(ta, tb)))
+            t1 = np.minimum(t1, np.where(flat, np.where(miss, -1.0, 1.0), np.maximum(ta, tb)))
         k_lo = np.maximum(k_lo, np.floor(t0 * n) - 1)
         k_hi = np.minimum(k_hi, np.ceil(t1 * n) + 1)
     count = np.maximum(k_hi - k_lo + 1, 0).astype(np.intp).ravel()
@@ -417,8 +422,10 @@ def pose_maps_torch(
         c = c.clamp(-lim, lim).to(torch.int32)
         dx = torch.arange(width, device=dev, dtype=torch.int32) - c[..., 0:1]  # (B, 18, W)
         dy = torch.arange(height, device=dev, dtype=torch.int32) - c[..., 1:2]  # (B, 18, H)
-        d2 = (dy * dy)[..., :, None] + (dx * dx)[..., None, :]  # (B, 18, H, W)
-        maps = ((d2 <= radius * radius) & pres[..., None, None]).to(torch.float32)
+        # dx^2 + dy^2 <= r^2 as dx^2 <= r^2 - dy^2: one comparison into bool, no int (B,18,H,W)
+        room = radius * radius - dy * dy
+        room = torch.where(pres[..., None], room, torch.full_like(room, -1))  # missing: empty
+        maps = ((dx * dx)[..., None, :] <= room[..., :, None]).to(torch.float32)
     elif kind == "gaussian":
         if not sigma > 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")

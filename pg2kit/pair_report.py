@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pg2kit.keypoints import OPENPOSE_COLORS, SKELETON_LIMBS, present
 from pg2kit.pairs import group_codes, pose_difference, read_pair_index
 
 
@@ -33,32 +32,6 @@ def _histogram(path: Path, values: np.ndarray, title: str, xlabel: str, bins: in
     return path
 
 
-def _draw_skeleton_cv2(image: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-    """OpenPose-style skeleton drawn onto a copy of an RGB uint8 image (fallback without viz)."""
-    import cv2
-
-    out = np.ascontiguousarray(image).copy()
-    vis = present(keypoints)
-    pts = np.round(keypoints).astype(int)
-    for k, (a, b) in enumerate(SKELETON_LIMBS):
-        if vis[a] and vis[b]:
-            cv2.line(out, tuple(pts[a]), tuple(pts[b]), OPENPOSE_COLORS[k % 18], 2, cv2.LINE_AA)
-    for k in np.flatnonzero(vis):
-        cv2.circle(out, tuple(pts[k]), 2, OPENPOSE_COLORS[k], -1, cv2.LINE_AA)
-    return out
-
-
-def _sheet_cv2(rows: list[list[np.ndarray]], path: Path) -> Path:
-    import cv2
-
-    sheet = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
-    tmp = path.with_name(path.stem + ".tmp.png")
-    if not cv2.imwrite(str(tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"could not write {path}")
-    tmp.replace(path)
-    return path
-
-
 def pair_report(
     root: str | Path, out_dir: str | Path, split: str = "train", n_samples: int = 8, seed: int = 0
 ) -> list[Path]:
@@ -66,13 +39,20 @@ def pair_report(
     `split` into out_dir; returns the written PNG paths.
 
     Pose difference as in pg2kit.pairs.pose_difference (mean shared-keypoint distance / height).
-    Sheet rows: source image, target image, target skeleton on black.
+    Sheet rows: source image, target image, target skeleton on black. A split that pairs.h5
+    does not hold gives no pictures (an empty list).
     """
+    import h5py
+
     from pg2kit.shards import SplitReader, read_split_fields, shard_attrs
 
     root, out_dir = Path(root), Path(out_dir)
+    if (root / "pairs.h5").exists():
+        with h5py.File(root / "pairs.h5", "r") as f:
+            if split not in f:
+                return []  # e.g. a folder without this split: nothing to picture
+    pairs = read_pair_index(root, split)  # without pairs.h5: a FileNotFoundError that says why
     out_dir.mkdir(parents=True, exist_ok=True)
-    pairs = read_pair_index(root, split)
     fields = read_split_fields(root, split, ["identity", "keypoints"])
     height = float(shard_attrs(root, split).get("frame_height", 1.0))
     written = []
@@ -113,22 +93,12 @@ def pair_report(
         finally:
             reader.close()
         tgt_kp = fields["keypoints"][chosen[:, 1]]
-        path = out_dir / f"pair_samples_{split}.png"
-        try:
-            from pg2kit import viz
-        except ImportError:
-            viz = None
-        if viz is not None:
-            rows = [
-                [s, t, viz.draw_skeleton(np.zeros_like(t), k)]
-                for s, t, k in zip(src, tgt, tgt_kp, strict=True)
-            ]
-            viz.save_png(path, viz.grid(rows, labels=["source", "target", "target pose"]))
-            written.append(path)
-        else:
-            rows = [
-                [s, t, _draw_skeleton_cv2(np.zeros_like(t), k)]
-                for s, t, k in zip(src, tgt, tgt_kp, strict=True)
-            ]
-            written.append(_sheet_cv2(rows, path))
+        from pg2kit import viz
+
+        rows = [
+            [s, t, viz.draw_skeleton(np.zeros_like(t), k)]
+            for s, t, k in zip(src, tgt, tgt_kp, strict=True)
+        ]
+        sheet = viz.grid(rows, col_labels=["source", "target", "pose"])
+        written.append(viz.save_png(out_dir / f"pair_samples_{split}.png", sheet))
     return written

@@ -1,6 +1,6 @@
 """Pair protocols (Def-GAN/PATN, PG2, custom) as pure functions over names/keypoint arrays.
 
-Pairs are int64 (P, 2) arrays of (source, target) row indices; `write_pair_index` writes ROOT/pairs.h5.
+Pairs are int64 (P, 2) arrays of (source, target) row indices; write_pair_index writes pairs.h5.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ _DEEPFASHION_RE = re.compile(r"^fash?ion(?:MEN|WOMEN).*?(id\d{10})")
 
 
 def market_identity(name: str) -> str:
-    """Market-1501 identity key: the prefix before the first '_' (`0002_c1s1_000451_03.jpg` -> `0002`)."""
+    """Market-1501 identity: the name up to the first '_' (`0002_c1s1_000451_03.jpg` -> `0002`)."""
     if not _MARKET_RE.match(name):
         raise ValueError(f"{name!r} is not a Market-1501 name (like 0002_c1s1_000451_03.jpg)")
     return name.split("_", 1)[0]

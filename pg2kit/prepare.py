@@ -51,7 +51,7 @@ class PrepareConfig:
     chunk_size: int = 32  # images per worker task
     workers: int = 2
     overwrite: bool = False
-    compression: str = "lzf"
+    compression: str = "auto"  # images uncompressed, masks/maps gzip level 1
     estimator_options: dict[str, Any] = field(default_factory=dict)
     test_identities: float = 0.0  # folder: share of identities held out as 'test'
     synthetic_ids: int = 40
@@ -372,7 +372,10 @@ def run_prepare(
         "frame_x_offset": frame[2],
         "pg2kit_version": __version__,
     }
-    compression = {"image": cfg.compression, "mask": cfg.compression, "pose_map": cfg.compression}
+    if cfg.compression == "auto":  # chosen by bench/shard_io.py: images barely compress
+        compression = {"image": "none", "mask": "gzip1", "pose_map": "gzip1"}
+    else:
+        compression = dict.fromkeys(("image", "mask", "pose_map"), cfg.compression)
 
     # plan: shards of consecutive items; finished shards (with matching settings) are skipped
     plan: list[tuple[str, int, list[Item]]] = []

@@ -79,16 +79,28 @@ def contact_sheet(root: Path, out_path: Path, n: int = 12, seed: int = 0, groups
             viz.colorize_pose_map(pose),
             viz.overlay_mask(image, mask, 0.5),
         ]))  # fmt: skip
-    rows, labels = [], []
+    rows = []
     for start in range(0, len(cells), groups):
         row = []
-        for _name, imgs in cells[start : start + groups]:
-            row += imgs
+        for name, imgs in cells[start : start + groups]:
+            row += [_caption(imgs[0], name), *imgs[1:]]
         rows.append(row)
-        labels.append("   |   ".join(name for name, _ in cells[start : start + groups]))
     col_labels = ["image", "skeleton", "pose map", "mask"] * min(groups, len(cells))
-    sheet = viz.grid(rows, labels=labels, col_labels=col_labels)
+    sheet = viz.grid(rows, col_labels=col_labels)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     viz.save_png(out_path, sheet)
     return out_path
+
+
+def _caption(image: np.ndarray, text: str) -> np.ndarray:
+    """`image` with `text` written small on a dark strip along its bottom edge."""
+    import cv2
+
+    out = image.copy()
+    h, w = out.shape[:2]
+    scale = max(0.25, min(0.5, w / (len(text) * 11)))
+    out[h - 14 :] = (out[h - 14 :] * 0.3).astype(np.uint8)
+    cv2.putText(out, text, (2, h - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)  # fmt: skip
+    return out

@@ -379,51 +379,14 @@ def _sample_grid(g1, g2, batch, arch: Arch, cfg: TrainConfig, stage2: bool) -> n
 
     src, tgt, c, r = u8(batch["source"]), u8(batch["target"]), u8(coarse), u8(refined)
     kp = batch["target_kp"].cpu().numpy()
-    try:
-        from pg2kit import viz
-    except ImportError:  # pictures module not installed yet: plain cv2 fallback
-        viz = _PlainViz
+    from pg2kit import viz
+
     rows = []
     for i in range(len(src)):
         skel = viz.draw_skeleton(np.zeros_like(tgt[i]), kp[i])
         rows.append([src[i], skel, c[i], r[i], tgt[i]])
-    return viz.grid(rows, labels=["source", "target pose", "coarse", "refined", "target"])
-
-
-class _PlainViz:
-    """Minimal stand-in for pg2kit.viz: skeleton lines, a tiled grid, a PNG writer."""
-
-    @staticmethod
-    def draw_skeleton(image: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
-        import cv2
-
-        from pg2kit.keypoints import OPENPOSE_COLORS, SKELETON_LIMBS
-
-        out = image.copy()
-        for (a, b), col in zip(SKELETON_LIMBS, OPENPOSE_COLORS, strict=False):
-            if (keypoints[[a, b]] >= 0).all():
-                pa, pb = (tuple(int(round(v)) for v in keypoints[k]) for k in (a, b))
-                cv2.line(out, pa, pb, col, 1)
-        return out
-
-    @staticmethod
-    def grid(rows: list[list[np.ndarray]], labels: list[str] | None = None) -> np.ndarray:
-        return np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
-
-    @staticmethod
-    def save_png(path: Path, image: np.ndarray) -> None:
-        import cv2
-
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), image[..., ::-1])
-
-
-def _save_png(path: Path, image: np.ndarray) -> None:
-    try:
-        from pg2kit.viz import save_png
-    except ImportError:
-        save_png = _PlainViz.save_png
-    save_png(path, image)
+    cols = ["source", "target pose", "coarse", "refined", "target"]
+    return viz.grid(rows, col_labels=cols if arch.width >= 64 else None)
 
 
 def _fmt_time(s: float) -> str:
@@ -631,8 +594,10 @@ def train(cfg: TrainConfig) -> Path:
                     tb.add_scalar("perf/samples_per_s", rate, done)
             sums, count, t_last = {}, 0, time.perf_counter()
         if main and (done % cfg.sample_every == 0 or done == end or done == cfg.g1_steps):
+            from pg2kit import viz
+
             img = _sample_grid(g1, g2, fixed, arch, cfg, stage2)
-            _save_png(run / "samples" / f"step-{done:07d}.png", img)
+            viz.save_png(run / "samples" / f"step-{done:07d}.png", img)
             if tb is not None:
                 tb.add_image("samples", img, done, dataformats="HWC")
         if cfg.interrupt_after is not None and done_this_run >= cfg.interrupt_after and done < end:

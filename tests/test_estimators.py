@@ -130,7 +130,9 @@ def test_offsets_follow_the_person_when_mirrored():
 
 
 def test_estimator_pickles_its_configuration_only():
-    est = MediaPipeEstimator(visibility=0.3, min_detection_confidence=0.4, views_small=[(2.0, True)])
+    est = MediaPipeEstimator(
+        visibility=0.3, min_detection_confidence=0.4, views_small=[(2.0, True)]
+    )
     clone = pickle.loads(pickle.dumps(est))
     assert clone.config == est.config
     assert clone.config.visibility == (0.3,) * 18

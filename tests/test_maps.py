@@ -127,7 +127,9 @@ def test_closing_fills_one_pixel_gap():
 def test_no_hole_filling_of_a_ring():
     kp = blank()
     # face pentagon 0-14-16-17-15-0 on a circle of radius 30 (neck missing): a ring
-    for j, angle in zip((0, 14, 16, 17, 15), np.linspace(0, 2 * np.pi, 5, endpoint=False)):
+    for j, angle in zip(
+        (0, 14, 16, 17, 15), np.linspace(0, 2 * np.pi, 5, endpoint=False), strict=True
+    ):
         kp[j] = (50 + 30 * np.cos(angle), 50 + 30 * np.sin(angle))
     m = maps.body_mask(kp, 100, 100)
     assert m[50, 50] == 0 and m[50, 35] == 0  # inside the ring stays empty
@@ -214,6 +216,22 @@ def test_body_masks_match_reference(height, width, n):
     np.testing.assert_array_equal(radius7, ref.body_mask(kp[0], height, width, radius=7))
 
 
+def test_body_masks_match_reference_for_segments_leaving_the_frame():
+    # one end inside, the other up to 10 frames away in any direction: the fast version only
+    # generates the interior points near the frame, which must not lose any visible pixel
+    rng = np.random.default_rng(11)
+    kp = np.full((24, 18, 2), -1.0, np.float32)
+    kp[:, 1] = rng.uniform(0, 48, (24, 2))
+    angle = rng.uniform(0, 2 * np.pi, 24)
+    dist = rng.uniform(30, 480, 24)
+    kp[:, 8, 0] = kp[:, 1, 0] + dist * np.cos(angle)
+    kp[:, 8, 1] = kp[:, 1, 1] + dist * np.sin(angle)
+    kp[:, 8] = np.abs(kp[:, 8])  # a negative coordinate would make it missing: reflect instead
+    fast = maps.body_masks(kp, 48, 48, radius=3)
+    for i in range(len(kp)):
+        np.testing.assert_array_equal(fast[i], ref.body_mask(kp[i], 48, 48, radius=3))
+
+
 def test_mask_points_match_reference():
     kp = random_keypoints(np.random.default_rng(5), 4, 128, 64)
     for i in range(4):
@@ -235,7 +253,9 @@ def test_gaussian_maps_match_reference_128x64():
     kp = random_keypoints(np.random.default_rng(7), 2, 128, 64)
     fast = maps.pose_maps(kp, 128, 64, kind="gaussian")
     for i in range(2):
-        np.testing.assert_allclose(fast[i], ref.pose_map_gaussian(kp[i], 128, 64), atol=1e-7, rtol=1e-5)
+        np.testing.assert_allclose(
+            fast[i], ref.pose_map_gaussian(kp[i], 128, 64), atol=1e-7, rtol=1e-5
+        )
 
 
 @pytest.mark.slow

@@ -220,23 +220,26 @@ def test_cli_help_has_example():
     assert "pg2kit pairs data/market --protocol defgan" in result.output
 
 
-def _prepared_folder(root, ids, cams, kp, dataset="other", names=None):
-    """A one-shard prepared folder (train split) written with the shards helpers."""
+def _prepared_folder(root, ids, cams, kp, dataset="other", shard_size=4):
+    """A prepared folder (train split, shards of `shard_size`) written with the shards helpers."""
     from pg2kit.shards import shard_path, write_manifest, write_shard
 
     n = len(ids)
     arrays = {
         "image": np.random.default_rng(0).integers(0, 255, (n, 32, 16, 3), dtype=np.uint8),
         "keypoints": kp,
-        "name": names or [f"{i}_{k}.jpg" for k, i in enumerate(ids)],
+        "name": [f"{i}_{k}.jpg" for k, i in enumerate(ids)],
         "identity": list(ids),
         "camera": np.asarray(cams, np.int16),
         "junk": np.zeros(n, bool),
         "distractor": np.zeros(n, bool),
     }
     attrs = {"schema_version": 1, "split": "train", "dataset": dataset, "frame_height": 32}
-    entry = write_shard(shard_path(root, "train", 0), arrays, attrs)
-    write_manifest(root, {"schema_version": 1, "splits": {"train": {"shards": [entry]}}})
+    entries = []
+    for k, lo in enumerate(range(0, n, shard_size)):
+        part = {key: value[lo : lo + shard_size] for key, value in arrays.items()}
+        entries.append(write_shard(shard_path(root, "train", k), part, attrs))
+    write_manifest(root, {"schema_version": 1, "splits": {"train": {"shards": entries}}})
 
 
 def test_cli_prepared_folder_and_report(tmp_path):
@@ -269,3 +272,5 @@ def test_cli_folder_errors(tmp_path):
     result = CliRunner().invoke(pairs_cmd, [str(tmp_path / "nothing")])
     assert result.exit_code != 0 and "manifest.json" in result.output
     assert "Traceback" not in result.output
+    result = CliRunner().invoke(pairs_cmd, [str(tmp_path), "--min-pose-diff", "0.1"])
+    assert result.exit_code != 0 and "--min-pose-diff goes with --protocol custom" in result.output

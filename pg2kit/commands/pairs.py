@@ -11,7 +11,19 @@ import numpy as np
 from pg2kit import pairs as P
 from pg2kit.formats import FormatError, read_defgan_annotations, write_pairs_csv
 
-FIELDS = ("name", "keypoints", "identity", "camera", "junk", "distractor")
+REQUIRED = ("name", "keypoints", "identity")
+OPTIONAL = {"camera": -1, "junk": False, "distractor": False}  # value when a shard lacks it
+
+# options that only some protocols read: giving them with another protocol is a user error
+PROTOCOL_OPTIONS = {
+    "cross_camera": ("pg2", "custom"),
+    "test_pairs": ("pg2",),
+    "min_keypoints": ("custom",),
+    "require_torso": ("custom",),
+    "min_pose_diff": ("custom",),
+    "max_per_identity": ("custom",),
+    "seed": ("pg2", "custom"),
+}
 
 EPILOG = """\b
 Examples:
@@ -53,10 +65,16 @@ def _pairs_of_folder(root: Path, dataset: str | None, protocol: str, opts: dict)
     kinds: dict[str, str] = {}
     for split in splits:
         try:
-            f = read_split_fields(root, split, FIELDS)
+            f = read_split_fields(root, split, REQUIRED)
             attrs = shard_attrs(root, split)
         except SchemaError as e:
             raise click.ClickException(str(e)) from None
+        n = len(f["name"])
+        for key, default in OPTIONAL.items():  # every schema-1 shard has them; be lenient
+            try:
+                f[key] = read_split_fields(root, split, [key])[key]
+            except SchemaError:
+                f[key] = np.full(n, default)
         kind = dataset or str(attrs.get("dataset", "other"))
         kinds[split] = kind
         names = [str(n) for n in f["name"]]
@@ -213,6 +231,12 @@ def pairs(
     seed: int,
 ) -> None:
     """Mine (source, target) pairs of the prepared folder OUT into OUT/pairs.h5."""
+    ctx = click.get_current_context()
+    for name, protocols in PROTOCOL_OPTIONS.items():
+        given = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+        if given and protocol not in protocols:
+            flag = "--" + name.replace("_", "-")
+            raise click.ClickException(f"{flag} goes with --protocol {' or '.join(protocols)}")
     if annotations is not None:
         if out is not None:
             raise click.ClickException("give either OUT or --from-annotations, not both")

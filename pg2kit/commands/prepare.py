@@ -101,10 +101,11 @@ from pg2kit.commands.common import parse_size
 )
 @click.option(
     "--compression",
-    type=click.Choice(["lzf", "gzip1", "gzip4", "none"]),
-    default="lzf",
+    type=click.Choice(["auto", "lzf", "gzip1", "gzip4", "none"]),
+    default="auto",
     show_default=True,
-    help="HDF5 compression of images, masks and maps.",
+    help="HDF5 compression; auto = images uncompressed (they barely compress and read fastest), "
+    "masks and maps gzip level 1.",
 )
 @click.option(
     "--test-identities",

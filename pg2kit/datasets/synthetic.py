@@ -155,7 +155,7 @@ def render_sample(
     frame = _framing(rng, joints, height, width, studio)
     image = _background(seed, camera, rng, height, width, studio)
     labels = np.zeros((height, width), np.uint8)
-    keypoints = _draw_figure(image, labels, joints, radii, view, frame, person, rng)
+    keypoints = _draw_figure(image, labels, joints, radii, view, frame, person)
     image = _finish(image, rng, seed)
 
     scores = (keypoints[:, 0] >= 0).astype(np.float32)
@@ -426,7 +426,6 @@ def _draw_figure(
     view: dict,
     frame: tuple[float, float, float],
     person: _Identity,
-    rng: np.random.Generator,
 ) -> np.ndarray:
     """Draw the figure in depth order; return its (18, 2) keypoints with hidden/cut ones missing."""
     scale, cx, floor = frame
