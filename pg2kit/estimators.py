@@ -6,7 +6,7 @@ on a few padded/flipped views of the image and fuses them into one COCO-18 pose.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -53,21 +53,36 @@ def blazepose_to_coco18(
     return kp, scores
 
 
+PAD_MODES = {
+    "constant": "BORDER_CONSTANT",
+    "edge": "BORDER_REPLICATE",
+    "reflect": "BORDER_REFLECT_101",
+}
+
+
 @dataclass(frozen=True)
 class View:
     """One MediaPipe run: the image scaled, padded onto a square canvas, optionally mirrored.
 
-    `canvas` is the canvas side as a multiple of the scaled image's longer side; `shift` moves the
-    image off the canvas centre by that fraction of the free space, (dx, dy) in [-1, 1].
+    `canvas` is the canvas side as a multiple of the scaled image's longer side; `pad` fills the
+    border ("constant" black, "edge" replicate, "reflect"); `shift` moves the image off the canvas
+    centre by that fraction of the free space, (dx, dy) in [-1, 1].
     """
 
     canvas: float = 1.0
     flip: bool = False
+    pad: str = "constant"
     shift: tuple[float, float] = (0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {sorted(PAD_MODES)}, not {self.pad!r}")
+        if self.canvas < 1.0:
+            raise ValueError(f"canvas must be >= 1, not {self.canvas}")
 
 
 def render_view(
-    image: np.ndarray, view: View, scale: float, pad_mode: str = "edge"
+    image: np.ndarray, view: View, scale: float
 ) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Scale `image` (H, W, 3) by `scale`, pad it onto a square canvas and mirror it if asked.
 
@@ -88,11 +103,7 @@ def render_view(
     y0 = int(round(free_y / 2 * (1 + view.shift[1])))
     x0, y0 = min(max(x0, 0), free_x), min(max(y0, 0), free_y)
     if free_x or free_y:
-        border = {
-            "constant": cv2.BORDER_CONSTANT,
-            "edge": cv2.BORDER_REPLICATE,
-            "reflect": cv2.BORDER_REFLECT_101,
-        }[pad_mode]
+        border = getattr(cv2, PAD_MODES[view.pad])
         image = cv2.copyMakeBorder(image, y0, free_y - y0, x0, free_x - x0, border, value=(0, 0, 0))
     if view.flip:
         image = image[:, ::-1]
@@ -153,7 +164,8 @@ def fuse_runs(
     core = [0, 1, 2, 5, 8, 11]  # nose, neck, shoulders, hips: stable under all views
     scale = np.median([max(torso_length(x), 1e-3) for x in xys])
     d = np.linalg.norm(xys[:, None, core] - xys[None, :, core], axis=-1).mean(-1) / scale
-    anchor = int(np.argmin(d.sum(1)))
+    # ties (always the case with two runs) go to the run MediaPipe is most confident about
+    anchor = int(np.argmin(d.sum(1) - 1e-3 * vis.mean(1)))
     keep = d[anchor] <= agree
     if fusion == "median":
         xy = np.median(xys[keep], axis=0)
@@ -175,17 +187,24 @@ class MediaPipeConfig:
     max_side: int = 1280
     # Runs for images whose longer side is under `small_side` (e.g. Market crops), and the others.
     small_side: int = 200
-    views_small: tuple[View, ...] = (View(2.0), View(2.0, True))
-    views_large: tuple[View, ...] = (View(1.0), View(1.0, True))
-    pad_mode: str = "edge"
+    # Market crops: 3x canvases, black and edge-replicated border, each also mirrored (4 runs).
+    views_small: tuple[View, ...] = (
+        View(3.0, False, "constant"),
+        View(3.0, True, "constant"),
+        View(3.0, False, "edge"),
+        View(3.0, True, "edge"),
+    )
+    # Larger images: as they are (letterboxed to a square) and mirrored (2 runs).
+    views_large: tuple[View, ...] = (View(1.0, False), View(1.0, True))
     # Per-keypoint visibility thresholds (18,) applied to the fused visibility.
     visibility: tuple[float, ...] = DEFAULT_VISIBILITY
     # Out-of-frame tolerance in original pixels; points in it are clamped onto the border.
     margin: float = 0.0
     # Runs whose torso disagrees with the consensus by more than this (x torso length) are dropped.
-    agree: float = 0.25
+    agree: float = 0.3
+    # How kept runs are combined per keypoint: "mean" (visibility-weighted) or "median".
+    fusion: str = "mean"
     offsets: tuple[tuple[float, float], ...] = DEFAULT_OFFSETS
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def tag(self) -> str:
         """Short string identifying the settings (goes into `estimator_version`)."""
@@ -215,8 +234,6 @@ class MediaPipeEstimator:
             if key in options:
                 options[key] = tuple(v if isinstance(v, View) else View(*v) for v in options[key])
         self.config = replace(cfg, **options)
-        if self.config.pad_mode not in ("constant", "edge", "reflect"):
-            raise ValueError(f"pad_mode must be constant, edge or reflect, not {cfg.pad_mode!r}")
         self._pose = None
 
     @property
@@ -239,6 +256,7 @@ class MediaPipeEstimator:
 
     def run_views(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """Run every configured view; COCO-18 (xy, visibility) in image pixels per detecting run."""
+        image = _as_rgb(image)
         cfg = self.config
         h, w = image.shape[:2]
         scale = (
@@ -250,7 +268,7 @@ class MediaPipeEstimator:
         pose = self._graph()
         runs = []
         for view in views:
-            canvas, transform = render_view(image, view, scale, cfg.pad_mode)
+            canvas, transform = render_view(image, view, scale)
             result = pose.process(canvas)
             if result.pose_landmarks is None:
                 continue
@@ -265,11 +283,15 @@ class MediaPipeEstimator:
     def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """RGB uint8 (H, W, 3) -> keypoints (18, 2) float32 xy (-1 missing), scores (18,)."""
         image = _as_rgb(image)
-        h, w = image.shape[:2]
-        runs = self.run_views(image)
+        return self.finish(self.run_views(image), image.shape[1], image.shape[0])
+
+    def finish(
+        self, runs: list[tuple[np.ndarray, np.ndarray]], width: int, height: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Fuse the output of `run_views` into keypoints (18, 2) and scores (18,)."""
         if not runs:
             return empty_keypoints()
-        return finish_pose(runs, self.config, w, h)
+        return finish_pose(runs, self.config, width, height)
 
     def close(self) -> None:
         if self._pose is not None:
@@ -297,7 +319,7 @@ def finish_pose(
     runs: list[tuple[np.ndarray, np.ndarray]], cfg: MediaPipeConfig, width: int, height: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fuse detecting runs, correct offsets, threshold and clip: the estimator's last stage."""
-    xy, vis, _ = fuse_runs(runs, cfg.agree)
+    xy, vis, _ = fuse_runs(runs, cfg.agree, cfg.fusion)
     xy = apply_offsets(xy, np.asarray(cfg.offsets, np.float32))
     kp, scores = empty_keypoints()
     thr = np.asarray(cfg.visibility, np.float32)

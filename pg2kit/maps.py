@@ -25,8 +25,9 @@ _SEG_B = np.array([b for _, b in MASK_SEGMENTS], np.intp)
 _SEG_ENDS = np.zeros((len(MASK_SEGMENTS), NUM_KEYPOINTS), np.float32)
 _SEG_ENDS[np.arange(len(MASK_SEGMENTS)), _SEG_A] = 1
 _SEG_ENDS[np.arange(len(MASK_SEGMENTS)), _SEG_B] = 1
-_CLOSE_KERNEL = np.ones((5, 5), np.uint8)
-_EYE = np.eye(NUM_KEYPOINTS, dtype=np.float32)  # the 5x5 square of the PG2 closing
+_CLOSE_KERNEL = np.ones((5, 5), np.uint8)  # the 5x5 square of the PG2 closing
+_CLOSE_CHUNK_PX = 1 << 26  # pixels per cv2 call of the batched closing, far below cv2's int limits
+_EYE = np.eye(NUM_KEYPOINTS, dtype=np.float32)
 # Gaussian factors below this are flushed to 0: their products would be float32 subnormals, which
 # are ~100x slower to compute; the error is < 1.1e-19 absolute.
 _GAUSS_FLUSH = 1.1e-19
@@ -121,7 +122,7 @@ def _close(buf: np.ndarray, height: int) -> np.ndarray:
 
     b, rows, width = buf.shape
     out = np.empty_like(buf)
-    step = max(1, (1 << 26) // (rows * width))  # <= 64 Mpx per cv2 call, far below its int limits
+    step = max(1, _CLOSE_CHUNK_PX // (rows * width))
     for s in range(0, b, step):
         part = buf[s : s + step]
         dilated = cv2.dilate(part.reshape(-1, width), _CLOSE_KERNEL)

@@ -304,7 +304,11 @@ def write_pair_index(
     manifest = (
         json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
     )
-    manifest["pairs"] = {split: int(len(p)) for split, p in pairs_by_split.items()}
+    manifest["pairs"] = {
+        "protocol": protocol,
+        "params": params,
+        "counts": {split: int(len(p)) for split, p in pairs_by_split.items()},
+    }
     mtmp = manifest_path.with_name(manifest_path.name + ".tmp")
     mtmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.replace(mtmp, manifest_path)

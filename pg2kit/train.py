@@ -610,11 +610,32 @@ def train(cfg: TrainConfig) -> Path:
         if tb is not None:
             tb.close()
     if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
-        dist.destroy_process_group()
+        _check_ranks_agree(run, (g1, g2, disc), main, log)
     return run
+
+
+def _check_ranks_agree(run: Path, modules, main: bool, log: _Log) -> None:
+    """DDP: gather a digest of every rank's parameters; write ddp_check.json; fail on mismatch."""
+    import hashlib
+
+    import torch.distributed as dist
+
+    h = hashlib.sha256()
+    for m in modules:
+        for p in m.parameters():
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    digests: list[str | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(digests, h.hexdigest())
+    same = len(set(digests)) == 1
+    if main:
+        tmp = run / "ddp_check.json.tmp"
+        tmp.write_text(json.dumps({"rank_digests": digests, "identical": same}, indent=1) + "\n")
+        os.replace(tmp, run / "ddp_check.json")
+        log(f"DDP check: parameters {'identical' if same else 'DIFFER'} on {len(digests)} ranks")
+    dist.barrier()
+    dist.destroy_process_group()
+    if not same:
+        raise TrainError(f"DDP ranks ended with different parameters: {digests}")
 
 
 def _finite(module: torch.nn.Module) -> bool:
@@ -640,7 +661,8 @@ def _fixed_batch(cfg: TrainConfig, device: torch.device, channels_last: bool):
             split = "test"
     ds = PairBatches(cfg.data, split, in_memory=False)
     n = min(8, len(ds))
-    idx = np.stack([np.arange(n), np.zeros(n, np.int64)], -1)
+    picks = np.linspace(0, len(ds) - 1, n).round().astype(np.int64)  # spread over identities
+    idx = np.stack([picks, np.zeros(n, np.int64)], -1)
     return to_device(ds[idx], device, channels_last)
 
 

@@ -72,13 +72,16 @@ def test_run_to_coco18_swaps_sides_of_mirrored_runs():
     assert vis.shape == (18,)
 
 
-@pytest.mark.parametrize("view", [View(1.0), View(2.0, True), View(1.5, False, (0.5, -1.0))])
-@pytest.mark.parametrize("pad_mode", ["constant", "edge", "reflect"])
-def test_view_geometry_maps_canvas_points_back_to_pixels(view, pad_mode):
+@pytest.mark.parametrize(
+    "canvas, flip, shift", [(1.0, False, (0, 0)), (2.0, True, (0, 0)), (1.5, False, (0.5, -1.0))]
+)
+@pytest.mark.parametrize("pad", ["constant", "edge", "reflect"])
+def test_view_geometry_maps_canvas_points_back_to_pixels(canvas, flip, shift, pad):
+    view = View(canvas, flip, pad, shift)
     h, w = 128, 64
     image = np.zeros((h, w, 3), np.uint8)
     image[100, 20] = 255  # a marker pixel at (x, y) = (20, 100)
-    canvas, (s, x0, y0) = render_view(image, view, scale=2.0, pad_mode=pad_mode)
+    canvas, (s, x0, y0) = render_view(image, view, scale=2.0)
     side = canvas.shape[0]
     assert canvas.shape == (side, side, 3) and side >= 256
     assert side == max(round(view.canvas * 256), 256)
@@ -96,6 +99,7 @@ def test_view_geometry_maps_canvas_points_back_to_pixels(view, pad_mode):
 
 def test_fuse_runs_drops_outlier_runs():
     base = np.stack([np.arange(18) * 3.0, 40 + np.arange(18) * 5.0], 1).astype(np.float32)
+    base[1] = (base[2] + base[5]) / 2  # fusion keeps the neck at the shoulder midpoint
     vis = np.full(18, 0.9, np.float32)
     runs = [(base + 1, vis), (base - 1, vis), (base + 80, vis)]
     xy, v, kept = fuse_runs(runs, agree=0.25)
@@ -146,7 +150,7 @@ def test_make_estimator():
     with pytest.raises(ValueError):
         make_estimator("openpose")
     with pytest.raises(ValueError):
-        MediaPipeEstimator(pad_mode="wrap")
+        MediaPipeEstimator(views_small=[(2.0, False, "wrap")])
 
 
 def test_estimator_finds_nobody_in_blank_and_noise_images():

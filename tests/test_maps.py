@@ -184,6 +184,15 @@ def test_batched_shapes_out_and_errors():
         maps.pose_maps(kp, 32, 16, out=np.zeros((5, 32, 16, 18), np.float32))
 
 
+def test_batched_closing_in_chunks(monkeypatch):
+    kp = random_keypoints(np.random.default_rng(12), 7, 40, 30)
+    whole = maps.body_masks(kp, 40, 30)
+    monkeypatch.setattr(maps, "_CLOSE_CHUNK_PX", 3 * 42 * 30)  # three images per cv2 call
+    np.testing.assert_array_equal(maps.body_masks(kp, 40, 30), whole)
+    for i in range(7):
+        np.testing.assert_array_equal(whole[i], ref.body_mask(kp[i], 40, 30))
+
+
 def test_huge_coordinates_are_cheap():
     kp = blank()
     kp[1], kp[2] = (10, 10), (1e12, 10)  # present but absurdly far: ~2.5e11 interior points

@@ -176,7 +176,8 @@ def test_pair_index_round_trip(tmp_path):
     np.testing.assert_array_equal(read_pair_index(tmp_path, "train"), train)
     assert read_pair_index(tmp_path, "test").shape == (0, 2)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["pairs"] == {"train": 2, "test": 0} and manifest["schema_version"] == 1
+    assert manifest["pairs"]["counts"] == {"train": 2, "test": 0}
+    assert manifest["pairs"]["protocol"] == "pg2" and manifest["schema_version"] == 1
     with pytest.raises(KeyError, match="query"):
         read_pair_index(tmp_path, "query")
 
@@ -259,7 +260,7 @@ def test_cli_prepared_folder_and_report(tmp_path):
     result = runner.invoke(pairs_cmd, [str(tmp_path), "--protocol", "defgan"])
     assert result.exit_code == 0 and "train: 8 pairs" in result.output
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["pairs"] == {"train": 8}
+    assert manifest["pairs"]["counts"] == {"train": 8}
 
     from pg2kit.pair_report import pair_report
 

@@ -1,0 +1,173 @@
+"""`pg2kit train`: train PG2 (G1, then G2 + D) on a prepared folder with pairs.h5.
+
+Thin wrapper over pg2kit.train; torch is imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+PRESET_NAMES = ("market1501", "deepfashion", "tiny")
+
+EPILOG = """\b
+Examples:
+  pg2kit train prepared/market --preset market1501 -o runs/market
+  pg2kit train prepared/market --stage g1 -o runs/market          # stage I only
+  pg2kit train prepared/market --stage g2 -o runs/market          # stage II from its G1
+  pg2kit train prepared/fashion --preset deepfashion --stage g2 \\
+      --g1-checkpoint runs/g1/checkpoints/ckpt-0022000.pt -o runs/fashion
+  pg2kit train prepared/synthetic --preset tiny -o runs/smoke     # a one-minute smoke test
+  pg2kit train prepared/market --preset market1501 --dry-run      # print the resolved config
+  torchrun --nproc_per_node 2 -m pg2kit.commands.train prepared/market -o runs/ddp
+
+\b
+A run folder is resumed from its newest checkpoint when the command is repeated.
+"""
+
+
+@click.command(epilog=EPILOG, context_settings={"show_default": True})
+@click.argument("data", type=click.Path(path_type=Path), metavar="DATA")
+@click.option(
+    "--preset",
+    type=click.Choice(PRESET_NAMES),
+    default="market1501",
+    help="Schedule and sizes to start from; the flags below override single values.",
+)
+@click.option(
+    "--stage",
+    type=click.Choice(["g1", "g2", "both"]),
+    default="both",
+    help="g1: stage I only; g2: stage II from a G1 checkpoint; both: one after the other.",
+)
+@click.option(
+    "-o",
+    "--run-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    metavar="RUN",
+    help="Run folder (checkpoints, logs, samples)  [default: runs/<preset>-<DATA name>]",
+)
+@click.option("--split", default="train", metavar="SPLIT", help="Split of DATA to train on.")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Pairs per step and process (preset: 16 Market, 1 DeepFashion).",
+)
+@click.option(
+    "--steps",
+    "total_steps",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Last global step (stage II runs from --g1-steps to here).",
+)
+@click.option(
+    "--g1-steps", type=click.IntRange(min=0), default=None, metavar="N", help="Stage I steps."
+)
+@click.option(
+    "--lr", type=click.FloatRange(min=0, min_open=True), default=None, metavar="LR", help="Adam lr."
+)
+@click.option(
+    "--lambda",
+    "l1_lambda",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="W",
+    help="Weight of the masked L1 in the G2 loss (preset: 10 Market, 50 DeepFashion).",
+)
+@click.option(
+    "--disc",
+    type=click.Choice(["triplet", "conditional"]),
+    default=None,
+    help="D form: triplet (PG2 code, source as extra negative) or conditional (PG2 paper).",
+)
+@click.option("--flip/--no-flip", default=None, help="Online horizontal flip with left/right swap.")
+@click.option(
+    "--map",
+    "map_kind",
+    type=click.Choice(["disk", "gaussian"]),
+    default=None,
+    help="Pose map: disks of radius 4 (PG2) or Gaussians sigma 6 (PATN).",
+)
+@click.option("--channels", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Base channel count n of G1/G2 (128 in PG2).")  # fmt: skip
+@click.option("--repeat", type=click.IntRange(min=3), default=None, metavar="R",
+              help="G1 levels R  [default: log2(H) - 2]")  # fmt: skip
+@click.option("--disc-layers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Stride-2 convs of D  [default: 4 below 256 rows, else 5]")  # fmt: skip
+@click.option("--seed", type=int, default=None, metavar="N", help="Seed of weights and data order.")
+@click.option(
+    "--device", default=None, metavar="DEV", help="auto, cpu, cuda or cuda:N  [default: auto]"
+)
+@click.option("--amp/--no-amp", default=None, help="bf16 autocast  [default: on with CUDA]")
+@click.option(
+    "--channels-last/--no-channels-last",
+    default=None,
+    help="channels_last memory format  [default: on with CUDA]",
+)
+@click.option("--compile/--no-compile", default=None, help="torch.compile the networks.")
+@click.option(
+    "--fused-adam/--no-fused-adam", default=None, help="Fused Adam  [default: on with CUDA]"
+)
+@click.option("--workers", "num_workers", type=click.IntRange(min=0), default=None, metavar="N",
+              help="DataLoader workers  [default: 0 in memory, else 2]")  # fmt: skip
+@click.option("--in-memory/--from-shards", default=None,
+              help="Hold the split's images in RAM  [default: when under 1/4 of the RAM]")  # fmt: skip
+@click.option("--log-every", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Steps between status lines.")  # fmt: skip
+@click.option("--sample-every", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Steps between sample grids.")  # fmt: skip
+@click.option("--ckpt-every", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Steps between checkpoints.")  # fmt: skip
+@click.option("--keep-checkpoints", type=click.IntRange(min=0), default=None, metavar="K",
+              help="Keep only the newest K checkpoints (0: all).")  # fmt: skip
+@click.option(
+    "--g1-checkpoint",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    metavar="CKPT",
+    help="Stage II: take G1 from this checkpoint  [default: the run folder's newest]",
+)
+@click.option("--dry-run", is_flag=True, help="Print the resolved config and exit.")
+def train(data: Path, preset: str, stage: str, run_dir: Path | None, dry_run: bool, **flags):
+    """Train PG2 on the pairs of a prepared folder DATA (see `pg2kit pairs`)."""
+    from pg2kit.data import DataError
+    from pg2kit.train import TrainError, make_config
+    from pg2kit.train import train as run_training
+
+    if run_dir is None:
+        run_dir = Path("runs") / f"{preset}-{Path(data).resolve().name}"
+    try:
+        cfg = make_config(preset, data=data, run_dir=run_dir, stage=stage, **flags)
+    except TrainError as e:
+        raise click.ClickException(str(e)) from None
+    if dry_run:
+        from pg2kit.train import _check_config, arch_for, find_checkpoints
+
+        out = cfg.to_dict()
+        try:
+            _check_config(cfg)
+            from pg2kit.data import inspect_split
+
+            info = inspect_split(cfg.data, cfg.split)
+            out["arch"] = arch_for(cfg, info).to_dict()
+            out["pairs"] = info.num_pairs
+        except (TrainError, DataError) as e:
+            raise click.ClickException(str(e)) from None
+        ckpts = find_checkpoints(cfg.run_dir)
+        out["resume_from"] = str(ckpts[-1]) if ckpts else None
+        click.echo(json.dumps(out, indent=2))
+        return
+    try:
+        run_training(cfg)
+    except (TrainError, DataError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+if __name__ == "__main__":  # torchrun -m pg2kit.commands.train ...
+    train()
