@@ -1,9 +1,6 @@
-"""Images/s of the default keypoint estimator alone, in 1 and in 2 worker processes.
-
-Reads real images from DATA/{Market1501,DeepFashion}/*.png; prints median throughput over repeats.
-MediaPipe is only ever loaded inside loky workers, never in this parent process.
-
-    python bench/estimator_speed.py [--data /work/shared/data/realdev] [--images 80] [--repeats 3]
+"""Images/s of the default keypoint estimator alone, 1 and 2 loky worker processes, on real images
+from DATA/{Market1501,DeepFashion}; MediaPipe is loaded only inside the workers, never here.
+Usage: python bench/estimator_speed.py [--data /work/shared/data/realdev] [--images 80] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -25,7 +22,13 @@ def load_rgb(path: Path) -> np.ndarray:
 
 
 # Baseline in the same run: one plain MediaPipe call per image (no upscale, no padding, no flip).
-ONE_CALL = {"views_small": [(1.0,)], "views_large": [(1.0,)], "upscale_height": 0}
+ONE_CALL = {
+    "views_small": [(1.0,)],
+    "views_large": [(1.0,)],
+    "fallback_small": [],
+    "fallback_large": [],
+    "upscale_height": 0,
+}
 
 
 def time_chunk(images: list[np.ndarray], spec: str, options: dict) -> tuple[int, float, float]:

@@ -1,10 +1,6 @@
-"""Agreement of pg2kit's keypoint estimator with reference OpenPose COCO-18 annotations.
-
-Reads DATA/{Market1501,DeepFashion}/*.png and DATA/annotations.csv (Def-GAN format); prints found
-rates, PCK, visibility agreement, offsets and images/s for the default estimator and for a naive
-single MediaPipe call, then K-fold cross-validation of the tuned thresholds and offsets.
-
-    python bench/keypoint_agreement.py [--data /work/shared/data/realdev] [--folds 2]
+"""Agreement of the default keypoint estimator (and of one plain MediaPipe call) with reference
+OpenPose COCO-18 rows: reads DATA/{Market1501,DeepFashion}/*.png and DATA/annotations.csv.
+Usage: python bench/keypoint_agreement.py [--data /work/shared/data/realdev] [--folds 2]
 """
 
 from __future__ import annotations
@@ -212,7 +208,6 @@ def cross_validate(est, runs_all, fused, refs, shape, folds, height) -> None:
         off = fit_offsets(fused, refs, train)
         variants = {
             "defaults": est.config,
-            "untuned": replace(est.config, visibility=(0.5,) * 18, offsets=((0.0, 0.0),) * 18),
             "refit": replace(
                 est.config,
                 visibility=tuple(float(t) for t in thr),

@@ -456,15 +456,10 @@ def run_prepare(
 
 
 def _estimator_version(cfg: PrepareConfig) -> str:
-    # read from the package metadata: MediaPipe itself is never loaded in the parent process
-    from importlib.metadata import PackageNotFoundError, version
+    # building the estimator only reads its settings: MediaPipe is not loaded in this process
+    from pg2kit.estimators import make_estimator
 
-    try:
-        mp = version("mediapipe")
-    except PackageNotFoundError:
-        mp = "not installed"
-    opts = json.dumps(cfg.estimator_options, sort_keys=True) if cfg.estimator_options else ""
-    return f"mediapipe {mp} pose (pg2kit {__version__}){' ' + opts if opts else ''}"
+    return make_estimator("mediapipe", **cfg.estimator_options).version
 
 
 def _drop_stale(out: Path, splits: dict[str, list[Item]], shard_size: int) -> None:

@@ -499,7 +499,6 @@ def train(cfg: TrainConfig) -> Path:
         for k in opt:
             if f"opt_{k}" in resume:
                 opt[k].load_state_dict(resume[f"opt_{k}"])
-        _set_rng_state(resume["rng"])
         log(f"resumed from {resume_path} at step {start}")
     elif g1_source is not None:
         g1.load_state_dict(g1_source["g1"])
@@ -554,6 +553,8 @@ def train(cfg: TrainConfig) -> Path:
         log(f"saved {path}")
 
     # 5. the loop: one batch per step; stage I below g1_steps, stage II from there
+    if resume is not None:  # after the loader, whose creation draws from the RNG
+        _set_rng_state(resume["rng"])
     sums: dict[str, torch.Tensor] = {}
     count, t_last, step = 0, time.perf_counter(), start
     done_this_run = 0

@@ -159,6 +159,8 @@ def test_estimator_finds_nobody_in_blank_and_noise_images():
         np.full((128, 64, 3), 127, np.uint8),
         rng.integers(0, 256, (128, 64, 3), dtype=np.uint8),
         rng.integers(0, 256, (300, 700, 3), dtype=np.uint8),
+        np.full((1500, 2000, 3), 30, np.uint8),  # larger than max_side: downscaled, not upscaled
+        np.full((128, 64), 200, np.uint8),  # greyscale is accepted
     ]
     with make_estimator() as est:
         assert est.version.startswith("mediapipe-0.10")
@@ -168,3 +170,51 @@ def test_estimator_finds_nobody_in_blank_and_noise_images():
             assert scores.shape == (18,) and scores.dtype == np.float32
             assert (kp == -1).all() and (scores == 0).all()
     assert est._pose is None  # closed by the context manager
+
+
+def test_estimator_rejects_bad_images_and_options():
+    est = MediaPipeEstimator()
+    with pytest.raises(ValueError):
+        est(np.zeros((64, 32, 3), np.float32))
+    with pytest.raises(ValueError):
+        est(np.zeros((0, 32, 3), np.uint8))
+    with pytest.raises(ValueError):
+        MediaPipeEstimator(fusion="max")
+    with pytest.raises(ValueError):
+        MediaPipeEstimator(visibility=(0.5, 0.5))
+    assert est._pose is None  # rejected before MediaPipe was ever loaded
+
+
+class FakePose:
+    """Stands in for the MediaPipe graph: counts calls; finds a person when `finds` is true."""
+
+    def __init__(self, finds: bool):
+        self.finds, self.calls = finds, 0
+
+    def process(self, canvas):
+        from types import SimpleNamespace
+
+        self.calls += 1
+        if not self.finds:
+            return SimpleNamespace(pose_landmarks=None)
+        points = [SimpleNamespace(x=0.5, y=0.3 + 0.01 * i, visibility=0.9) for i in range(33)]
+        return SimpleNamespace(pose_landmarks=SimpleNamespace(landmark=points))
+
+
+@pytest.mark.parametrize("shape, small", [((128, 64, 3), True), ((256, 256, 3), False)])
+def test_fallback_views_run_only_when_nothing_is_found(shape, small):
+    est = MediaPipeEstimator()
+    cfg = est.config
+    main, fallback = (
+        (cfg.views_small, cfg.fallback_small) if small else (cfg.views_large, cfg.fallback_large)
+    )
+    est._pose = FakePose(finds=True)
+    runs = est.run_views(np.zeros(shape, np.uint8))
+    assert est._pose.calls == len(main) == len(runs)
+    est._pose = FakePose(finds=False)
+    assert est.run_views(np.zeros(shape, np.uint8)) == []
+    assert est._pose.calls == len(main) + len(fallback)
+    # every run was mapped back inside the original image, at the centre column
+    for xy, vis in runs:
+        assert np.allclose(xy[:, 0], shape[1] / 2 - 0.5, atol=1e-3)
+        assert (vis == 0.9).all()

@@ -164,7 +164,7 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
         raise click.UsageError("synthetic takes no SRC")
     if dataset != "synthetic" and src is None:
         raise click.UsageError(f"{dataset} needs SRC, the dataset's root folder")
-    options = {} if min_visibility is None else {"min_visibility": min_visibility}
+    options = {} if min_visibility is None else {"visibility": min_visibility}
     cfg = PrepareConfig(
         dataset=dataset, out=out, src=src, keypoints=keypoints, size=parse_size(size),
         crop176=crop176, map_kind=map_kind, map_radius=map_radius, map_sigma=map_sigma,
