@@ -109,7 +109,11 @@ def main() -> None:
         "--compile", action="store_true", help="add torch.compile to the optimised path"
     )
     ap.add_argument("--shapes", default=None, help="e.g. 128x64x16,256x256x1 (HxWxbatch)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch intra-op threads (CPU)")  # fmt: skip
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")

@@ -6,6 +6,9 @@ on a few padded/flipped views of the image and fuses them into one COCO-18 pose.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -235,6 +238,21 @@ class MediaPipeConfig:
         return f"s{len(self.views_small)}l{len(self.views_large)}-{digest}"
 
 
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Send the process's file descriptor 2 to /dev/null for the duration (C++ logging too)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class MediaPipeEstimator:
     """BlazePose (mediapipe legacy `solutions.pose`, model_complexity=1) -> OpenPose COCO-18.
 
@@ -272,14 +290,20 @@ class MediaPipeEstimator:
 
     def _graph(self):
         if self._pose is None:
-            from mediapipe.python.solutions import pose as mp_pose
+            os.environ.setdefault("GLOG_minloglevel", "2")
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+            # MediaPipe's C++ side prints start-up chatter (TFLite delegate, absl warnings) on the
+            # first graph build and run; keep it off the user's terminal and progress bars.
+            with _quiet_stderr():
+                from mediapipe.python.solutions import pose as mp_pose
 
-            self._pose = mp_pose.Pose(
-                static_image_mode=True,
-                model_complexity=1,
-                enable_segmentation=False,
-                min_detection_confidence=self.config.min_detection_confidence,
-            )
+                self._pose = mp_pose.Pose(
+                    static_image_mode=True,
+                    model_complexity=1,
+                    enable_segmentation=False,
+                    min_detection_confidence=self.config.min_detection_confidence,
+                )
+                self._pose.process(np.zeros((64, 64, 3), np.uint8))
         return self._pose
 
     def run_views(self, image: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -305,7 +329,8 @@ class MediaPipeEstimator:
         runs = []
         for view in views:
             canvas, transform = render_view(image, view, scale)
-            result = pose.process(canvas)
+            with _quiet_stderr():  # its landmark stage warns once per process on first use
+                result = pose.process(canvas)
             if result.pose_landmarks is None:
                 continue
             raw = np.array(

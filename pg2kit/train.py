@@ -84,6 +84,7 @@ class TrainConfig:
     # machinery
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int | None = None  # torch intra-op CPU threads; None: torch's default
     amp: bool | None = None  # bf16 autocast; None: on for CUDA
     channels_last: bool | None = None  # None: on for CUDA
     compile: bool = False  # torch.compile the networks
@@ -481,6 +482,8 @@ def train(cfg: TrainConfig) -> Path:
         return run
 
     # 3. models, optimisers, state
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     g1, g2, disc = (

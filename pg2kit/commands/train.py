@@ -104,6 +104,8 @@ A run folder is resumed from its newest checkpoint when the command is repeated.
 @click.option(
     "--device", default=None, metavar="DEV", help="auto, cpu, cuda or cuda:N  [default: auto]"
 )
+@click.option("--threads", type=click.IntRange(min=1), default=None, metavar="N",
+              help="CPU threads of torch  [default: torch's choice]")  # fmt: skip
 @click.option("--amp/--no-amp", default=None, help="bf16 autocast  [default: on with CUDA]")
 @click.option(
     "--channels-last/--no-channels-last",
