@@ -182,7 +182,7 @@ class PairBatches(torch.utils.data.Dataset):
         pair_ids, flip = idx[:, 0], idx[:, 1].astype(bool)
         src_ids, tgt_ids = self.pairs[pair_ids, 0], self.pairs[pair_ids, 1]
         b = len(idx)
-        # one read of the union of needed samples: image (2B, H, W, 3)
+        # sources then targets in one read: (2B, H, W, 3)
         ids = np.concatenate([src_ids, tgt_ids])
         images = self._read("image", ids)
         mask = self._read("mask", tgt_ids)

@@ -386,7 +386,7 @@ def _sample_grid(g1, g2, batch, arch: Arch, cfg: TrainConfig, stage2: bool) -> n
     for i in range(len(src)):
         skel = viz.draw_skeleton(np.zeros_like(tgt[i]), kp[i])
         rows.append([src[i], skel, c[i], r[i], tgt[i]])
-    cols = ["source", "target pose", "coarse", "refined", "target"]
+    cols = ["source", "pose", "coarse", "refined", "target"]
     return viz.grid(rows, col_labels=cols if arch.width >= 64 else None)
 
 

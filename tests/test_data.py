@@ -11,6 +11,7 @@ from pg2kit.data import (
     DataError,
     PairBatches,
     PairBatchSampler,
+    flip_keypoints_batch,
     inspect_split,
     make_loader,
     to_device,
@@ -67,7 +68,17 @@ def test_flip_mirrors_both_images_mask_and_swaps_sides(folder):
         np.testing.assert_array_equal(fk, flip_keypoints(kp, 16))
         # worked by hand: the new left shoulder (5) is the old right shoulder (2) mirrored
         assert fk[5, 0] == 15 - kp[2, 0] and fk[5, 1] == kp[2, 1]
-        assert (fk[kp[[1, 0, 5, 6, 7, 2, 3, 4, 11, 12, 13, 8, 9, 10, 15, 14, 17, 16], 0] < 0] == -1).all()
+
+
+def test_batch_flip_by_hand():
+    kp = np.full((1, 18, 2), -1, np.float32)
+    kp[0, 2] = (3, 10)  # right shoulder at column 3
+    kp[0, 16] = (0, 2)  # right ear at the left border; left ear (17) missing
+    out = flip_keypoints_batch(kp, 16)
+    assert out[0, 5].tolist() == [12, 10]  # becomes the left shoulder at 16 - 1 - 3
+    assert out[0, 17].tolist() == [15, 2]
+    assert out[0, 16].tolist() == [-1, -1] and out[0, 2].tolist() == [-1, -1]
+    np.testing.assert_array_equal(out[0], flip_keypoints(kp[0], 16))
 
 
 def test_sampler_global_shuffle_reproducible_and_resumable():
@@ -123,6 +134,11 @@ def test_bad_folders(tmp_path):
     old = make_prepared(tmp_path / "b", schema_version=2)
     with pytest.raises(DataError, match="schema version 2"):
         inspect_split(old)
+    mixed = make_prepared(tmp_path / "m")  # manifest says 1, one shard says 2
+    with h5py.File(mixed / "shards" / "train-00001.h5", "r+") as f:
+        f.attrs["schema_version"] = 2
+    with pytest.raises(DataError, match="train-00001.h5: schema version 2"):
+        inspect_split(mixed)
     with pytest.raises(DataError, match="no split"):
         inspect_split(make_prepared(tmp_path / "c"), "test")
     with pytest.raises(DataError, match="not a folder"):
