@@ -165,8 +165,6 @@ def process_chunk(items: list[Item], adapter: Any, cfg: PrepareConfig) -> ChunkR
     import cv2
 
     from pg2kit import maps
-    from pg2kit.datasets.base import NoPersonError
-    from pg2kit.imageio import ImageError
 
     kept: list[Item] = []
     images, kps, scores = [], [], []
@@ -184,7 +182,7 @@ def process_chunk(items: list[Item], adapter: Any, cfg: PrepareConfig) -> ChunkR
                 kp, sc = _estimator(cfg.estimator_options)(image)
             if adapter is not None:
                 image, kp, sc = adapter.finalize(image, kp, sc)
-        except (ImageError, NoPersonError, OSError, cv2.error) as e:
+        except (ValueError, OSError, cv2.error) as e:  # ImageError, NoPersonError, bad frames
             failures.append((it.source_path, _one_line(e)))
             continue
         if image.shape[:2] != frame[:2]:
