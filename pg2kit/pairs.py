@@ -309,9 +309,9 @@ def write_pair_index(
         "params": params,
         "counts": {split: int(len(p)) for split, p in pairs_by_split.items()},
     }
-    mtmp = manifest_path.with_name(manifest_path.name + ".tmp")
-    mtmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(mtmp, manifest_path)
+    from pg2kit.shards import write_manifest
+
+    write_manifest(root, manifest)
     return path
 
 

@@ -445,6 +445,9 @@ def run_prepare(
         log("note: shards changed, removed the old pairs.h5 (run `pg2kit pairs` again)")
 
     manifest = _manifest(cfg, out, splits, done, scan_failures, attrs, frame, adapter, params)
+    old = out / shards.MANIFEST
+    if (out / shards.PAIRS).exists() and old.exists():  # shards unchanged: the pairs still hold
+        manifest["pairs"] = json.loads(old.read_text(encoding="utf-8")).get("pairs")
     _write_failures(out, scan_failures, done)
     shards.write_manifest(out, manifest)
     manifest["elapsed_s"] = round(time.perf_counter() - t0, 2)

@@ -39,6 +39,10 @@ def test_prepare_pairs_train_inspect_export(tmp_path):
     assert "pairs: protocol pg2" in r.output
     assert (data / "inspect" / "contact_sheet.png").exists()
     assert (data / "inspect" / "pair_samples_train.png").exists()
+    # re-running prepare on finished shards keeps the pairs and their manifest entry
+    r = invoke("prepare", "synthetic", "-o", data, "--ids", 6, "--poses", 3, "--quiet")
+    assert r.exit_code == 0 and "resuming: 2 finished shard(s) kept, 0 to do" in r.output
+    assert json.loads((data / "manifest.json").read_text())["pairs"]["counts"]["train"] == 30
     r = invoke("export", data, "-o", tmp_path / "csv", "--quiet")
     assert r.exit_code == 0, r.output
     rows = (tmp_path / "csv" / "synthetic-annotation-train.csv").read_text().splitlines()
