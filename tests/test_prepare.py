@@ -158,3 +158,31 @@ def test_nothing_usable_is_an_error(tmp_path):
     cfg = PrepareConfig(dataset="market1501", src=src.parent, out=tmp_path / "o", workers=1)
     with pytest.raises(PrepareError, match="nothing usable"):
         run_prepare(cfg, progress=False, log=lambda s: None)
+
+
+def test_openpose_json_folder_import(tmp_path):
+    import json
+
+    src = tmp_path / "Market"
+    names = ["0001_c1s1_000151_01.jpg", "0002_c1s1_000451_03.jpg"]
+    _market_tree(src, names)
+    kp_dir = tmp_path / "openpose"
+    kp_dir.mkdir()
+    rng = np.random.default_rng(1)
+    expect = {}
+    for name in names:
+        xy = np.stack([rng.integers(0, 64, 18), rng.integers(0, 128, 18)], -1).astype(np.float32)
+        conf = np.full(18, 0.9)
+        conf[3] = 0  # confidence 0 -> missing
+        flat = np.concatenate([xy, conf[:, None]], 1).ravel().tolist()
+        doc = {"people": [{"pose_keypoints_2d": flat}]}
+        (kp_dir / f"{Path(name).stem}_keypoints.json").write_text(json.dumps(doc))
+        xy[3] = -1
+        expect[name] = xy
+    out = tmp_path / "prepared"
+    cfg = PrepareConfig(dataset="market1501", src=src, out=out, keypoints=str(kp_dir), workers=1)
+    run_prepare(cfg, progress=False, log=lambda s: None)
+    got = shards.read_split_fields(out, "train", ["name", "keypoints"])
+    for name, kp in zip(got["name"], got["keypoints"], strict=True):
+        np.testing.assert_array_equal(kp, expect[name])
+    assert shards.shard_attrs(out)["estimator"] == "openpose-json"
