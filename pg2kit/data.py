@@ -133,7 +133,6 @@ class PairBatches(torch.utils.data.Dataset):
             in_memory = self.info.image_bytes <= _total_ram() // 4
         self.in_memory = in_memory
         self._reader: shards.SplitReader | None = None
-        self._files: list[h5py.File] | None = None
         self._arrays: dict[str, np.ndarray] | None = None
         self._keypoints: np.ndarray | None = None
 
@@ -144,7 +143,7 @@ class PairBatches(torch.utils.data.Dataset):
         # workers get a copy without open handles or loaded arrays (each reopens lazily); with the
         # fork start method arrays loaded in the parent are inherited without pickling
         state = self.__dict__.copy()
-        state["_reader"] = state["_files"] = None
+        state["_reader"] = None
         if not self.in_memory:
             state["_arrays"] = None
         elif self._arrays is not None and torch.multiprocessing.get_start_method() != "fork":
@@ -166,15 +165,7 @@ class PairBatches(torch.utils.data.Dataset):
             return self._arrays[field][ids]  # numpy fancy indexing: one copy, no Python loop
         if self._reader is None:  # opened lazily, so in each worker process separately
             self._reader = shards.SplitReader(self.root, self.split)
-            self._files = [h5py.File(p, "r") for p in self._reader.paths]
-        shard, local = self._reader.locate(ids)
-        files = self._files
-        first = files[int(shard[0])][field]
-        out = np.empty((len(ids), *first.shape[1:]), first.dtype)
-        # one h5py read per sample: h5py's fancy (list) indexing costs ~10 ms per sample here
-        for k, (sh, i) in enumerate(zip(shard.tolist(), local.tolist(), strict=True)):
-            out[k] = files[sh][field][i]
-        return out
+        return self._reader.read(field, ids)
 
     def __getitem__(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         self.load()
