@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pg2kit.atomic import write_text
 from pg2kit.keypoints import MISSING, NUM_KEYPOINTS, empty_keypoints, present
 
 DEFGAN_HEADER_YX = "name:keypoints_y:keypoints_x"
@@ -46,14 +46,6 @@ class AnnotationTable:
 
     def __len__(self) -> int:
         return len(self.names)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    # newline="" keeps "\n" as written on every platform (byte-exact files)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- Def-GAN annotation CSV
@@ -205,7 +197,7 @@ def write_defgan_annotations(path: str | Path, names: Sequence[str], keypoints: 
         ys = ", ".join(str(p[1]) for p in pts)
         xs = ", ".join(str(p[0]) for p in pts)
         out.append(f"{name}: [{ys}]: [{xs}]\n")
-    _atomic_write_text(path, "".join(out))
+    write_text(path, "".join(out))
 
 
 # ---------------------------------------------------------------- pairs CSV
@@ -237,7 +229,7 @@ def write_pairs_csv(path: str | Path, pairs: Iterable[tuple[str, str]]) -> None:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["from", "to"])
     writer.writerows((a, b) for a, b in pairs)
-    _atomic_write_text(Path(path), buf.getvalue())
+    write_text(Path(path), buf.getvalue())
 
 
 # ---------------------------------------------------------------- OpenPose JSON

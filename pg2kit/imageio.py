@@ -5,11 +5,12 @@ and atomic image writing.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pg2kit.atomic import write_bytes
 
 # Extensions treated as images when scanning folders (compared lower-cased).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -208,12 +209,4 @@ def save_image(path: str | Path, rgb: np.ndarray, quality: int = 95) -> None:
     ok, enc = cv2.imencode(ext, np.ascontiguousarray(bgr), params)
     if not ok:
         raise ValueError(f"cv2 could not encode {p.name}")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(enc.tobytes())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes(p, enc.tobytes())

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from pg2kit import __version__, shards
+from pg2kit.atomic import write_text
 from pg2kit.keypoints import NUM_KEYPOINTS, present
 
 DATASETS = ("market1501", "deepfashion", "folder", "synthetic")
@@ -522,7 +523,7 @@ def _write_failures(out: Path, scan_failures, done) -> None:
     for (split, _), v in sorted(done.items()):
         for path, reason in v.get("failures", []):
             w.writerow([split, path, reason])
-    shards.atomic_write_text(out / shards.FAILURES, buf.getvalue())
+    write_text(out / shards.FAILURES, buf.getvalue())
 
 
 def default_workers() -> int:

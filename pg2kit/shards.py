@@ -15,6 +15,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pg2kit.atomic import write_text as atomic_write_text
+
 SCHEMA_VERSION = 1
 SHARD_DIR = "shards"
 MANIFEST = "manifest.json"
@@ -33,17 +35,6 @@ def shard_path(root: Path, split: str, index: int) -> Path:
 
 def marker_path(path: Path) -> Path:
     return path.with_name(path.name + ".done")
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write text to `path` through a temporary file and os.replace (never half-written)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def file_sha256(path: Path, block: int = 1 << 20) -> str:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from pg2kit.atomic import write_text
 from pg2kit.data import (
     DataError,
     PairBatches,
@@ -470,9 +471,8 @@ def train(cfg: TrainConfig) -> Path:
     main = rank == 0
     if main:
         run.mkdir(parents=True, exist_ok=True)
-        tmp = run / "config.json.tmp"
-        tmp.write_text(json.dumps({**cfg.to_dict(), "arch": arch.to_dict()}, indent=2) + "\n")
-        os.replace(tmp, run / "config.json")
+        config = {**cfg.to_dict(), "arch": arch.to_dict()}
+        write_text(run / "config.json", json.dumps(config, indent=2) + "\n")
     log = _Log(run / "log.txt" if main else None)
     log(f"pg2kit train: {cfg.data} -> {run} | stage {cfg.stage} | {info.height}x{info.width}, "
         f"{info.num_pairs} pairs | device {device}, {world} process(es) | amp {amp_on}, "
@@ -632,9 +632,8 @@ def _check_ranks_agree(run: Path, modules, main: bool, log: _Log) -> None:
     dist.all_gather_object(digests, h.hexdigest())
     same = len(set(digests)) == 1
     if main:
-        tmp = run / "ddp_check.json.tmp"
-        tmp.write_text(json.dumps({"rank_digests": digests, "identical": same}, indent=1) + "\n")
-        os.replace(tmp, run / "ddp_check.json")
+        check = {"rank_digests": digests, "identical": same}
+        write_text(run / "ddp_check.json", json.dumps(check, indent=1) + "\n")
         log(f"DDP check: parameters {'identical' if same else 'DIFFER'} on {len(digests)} ranks")
     dist.barrier()
     dist.destroy_process_group()

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pg2kit.atomic import write_bytes
 from pg2kit.keypoints import NUM_KEYPOINTS, OPENPOSE_COLORS, SKELETON_LIMBS, present
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -204,11 +205,4 @@ def save_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     ok, data = cv2.imencode(".png", img)
     if not ok:
         raise ValueError(f"could not encode an image of shape {image.shape} as PNG")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_bytes(path, data.tobytes())
