@@ -61,13 +61,13 @@ def contact_sheet(root: Path, out_path: Path, n: int = 12, seed: int = 0, groups
     picks = picks[:n]
     p = manifest.get("params", {})
     cells = []
+    readers = {split: shards.SplitReader(root, split) for split in splits}
     for split, i in picks:
-        reader = shards.SplitReader(root, split)
+        reader = readers[split]
         image = reader.read("image", [i])[0]
         kp = reader.read("keypoints", [i])[0]
         mask = reader.read("mask", [i])[0]
         name = str(reader.read("name", [i])[0])
-        reader.close()
         h, w = image.shape[:2]
         scale = max(1, 256 // h)  # small Market crops drawn larger so the skeleton is legible
         big = np.repeat(np.repeat(image, scale, 0), scale, 1)
@@ -79,6 +79,8 @@ def contact_sheet(root: Path, out_path: Path, n: int = 12, seed: int = 0, groups
             viz.colorize_pose_map(pose),
             viz.overlay_mask(image, mask, 0.5),
         ]))  # fmt: skip
+    for reader in readers.values():
+        reader.close()
     rows = []
     for start in range(0, len(cells), groups):
         row = []
