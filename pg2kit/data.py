@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pg2kit import shards
-from pg2kit.keypoints import FLIP_PERM
+from pg2kit.keypoints import flip_keypoints
 
 __all__ = [
     "DataError",
@@ -28,8 +28,6 @@ __all__ = [
     "pose_input",
     "to_device",
 ]
-
-_FLIP = np.asarray(FLIP_PERM, np.int64)
 
 
 class DataError(ValueError):
@@ -194,10 +192,7 @@ class PairBatches(torch.utils.data.Dataset):
 
 def flip_keypoints_batch(keypoints: np.ndarray, width: int) -> np.ndarray:
     """`pg2kit.keypoints.flip_keypoints` over a batch (B, 18, 2): swap sides, x -> width-1-x."""
-    out = keypoints[:, _FLIP].copy()
-    ok = (out[..., 0] >= 0) & (out[..., 1] >= 0)
-    out[..., 0] = np.where(ok, (width - 1) - out[..., 0], out[..., 0])
-    return out
+    return flip_keypoints(keypoints, width)
 
 
 class PairBatchSampler(torch.utils.data.Sampler):

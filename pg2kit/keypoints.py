@@ -72,12 +72,12 @@ def present(keypoints: np.ndarray) -> np.ndarray:
 
 
 def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:
-    """Mirror (18, 2) keypoints horizontally in an image `width` pixels wide, swapping sides.
+    """Mirror (..., 18, 2) keypoints horizontally in an image `width` pixels wide, swapping sides.
 
-    Pixel column x maps to width - 1 - x, the same as ``image[:, ::-1]``.
+    Pixel column x maps to width - 1 - x, the same as ``image[:, ::-1]``; missing stay missing.
     """
     kp = np.asarray(keypoints, np.float32)
-    out = kp[list(FLIP_PERM)].copy()
+    out = kp[..., list(FLIP_PERM), :].copy()
     ok = present(out)
-    out[ok, 0] = (width - 1) - out[ok, 0]
+    out[..., 0] = np.where(ok, (width - 1) - out[..., 0], out[..., 0])
     return out

@@ -139,10 +139,11 @@ class ImportedKeypoints:
 
 
 def _match_key(name: str) -> str:
-    """Names match on their stem (annotations say .jpg where files may be .png); some
-    DeepFashion files spell the 'fashion' prefix 'fasion'."""
-    stem = Path(name).stem
-    return "fashion" + stem[6:] if stem.startswith("fasion") else stem
+    """Names match on their stem (annotations say .jpg where files may be .png), with the
+    'fashion' spelling of DeepFashion's 'fasion' files."""
+    from pg2kit.datasets.deepfashion import canonical_key
+
+    return canonical_key(Path(name).name)
 
 
 # ---------------------------------------------------------------- worker side
