@@ -19,6 +19,7 @@ __all__ = [
     "build_models",
     "check_resolution",
     "default_repeat",
+    "param_counts",
 ]
 
 
@@ -73,6 +74,18 @@ def _xavier_init(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, nn.Conv2d | nn.Linear):
             nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+
+D_INIT_STD = 0.02  # public PG2 code: D's weights uniform with this standard deviation
+
+
+def _uniform_init(module: nn.Module, std: float) -> None:
+    bound = std * 3**0.5  # U(-a, a) has std a / sqrt(3)
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Linear):
+            nn.init.uniform_(m.weight, -bound, bound)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
@@ -144,14 +157,14 @@ class G1(nn.Module):
 class G2(nn.Module):
     """Refining generator: fully convolutional U-Net on (coarse, source), outputs a difference map.
 
-    Input (B, 6, H, W); R - 2 levels; encoder level i: two 3x3 convs at n*(i+1) (no residual),
-    then (except last) a stride-2 3x3 conv to n*(i+2); decoder level j: concat encoder level
-    L-1-j, two 3x3 convs to n, then (except last) nearest x2 + 1x1 conv to n. With
-    `full_res_skip=False` (Market) the last decoder level gets no skip. The refined image is
-    coarse + G2(coarse, source).
+    Input (B, 6, H, W); L = R - 2 levels, no residual adds, no FC. Encoder level i: two 3x3 convs
+    to n*(i+1), then (except last) a stride-2 3x3 conv that keeps n*(i+1) channels. Decoder level
+    j: concat encoder level L-1-j, two 3x3 convs to n, then (except last) nearest x2 (no 1x1 conv).
+    With `full_res_skip=False` (Market) the last decoder level gets no skip. The refined image is
+    coarse + G2(coarse, source). Parameters with n = 128: 6,058,883 at 128x64 (R = 5, no
+    full-resolution skip), 12,696,067 at 256x256 (R = 6, with it), as in the public PG2 code.
 
-    Choices where SPEC is silent: a stem conv to n as in G1; the 1x1 conv after upsampling (SPEC 5
-    "common") keeps n channels; ReLU after every conv except the linear output conv.
+    ReLU after every conv except the linear output conv; a stem conv to n as in G1.
     """
 
     def __init__(self, arch: Arch, in_channels: int = 6):
@@ -161,15 +174,16 @@ class G2(nn.Module):
         check_resolution(arch.height, arch.width, arch.repeat)
         self.levels, self.full_res_skip = levels, arch.g2_full_res_skip
         self.stem = _conv(in_channels, n)
-        self.enc = nn.ModuleList(_ResBlock(n * (i + 1), residual=False) for i in range(levels))
-        self.down = nn.ModuleList(_conv(n * (i + 1), n * (i + 2), 3, 2) for i in range(levels - 1))
+        # level i: conv n*i -> n*(i+1) (n -> n at level 0), conv n*(i+1) -> n*(i+1)
+        self.enc1 = nn.ModuleList(_conv(n * max(i, 1), n * (i + 1)) for i in range(levels))
+        self.enc2 = nn.ModuleList(_conv(n * (i + 1), n * (i + 1)) for i in range(levels))
+        self.down = nn.ModuleList(_conv(n * (i + 1), n * (i + 1), 3, 2) for i in range(levels - 1))
         self.dec1 = nn.ModuleList()
         for j in range(levels):
             skip = n * (levels - j) if self._has_skip(j) else 0
             cin = (n * levels if j == 0 else n) + skip
             self.dec1.append(_conv(cin, n))
         self.dec2 = nn.ModuleList(_conv(n, n) for _ in range(levels))
-        self.up = nn.ModuleList(_conv(n, n, 1) for _ in range(levels - 1))
         self.out = _conv(n, 3)
         _xavier_init(self)
 
@@ -179,17 +193,17 @@ class G2(nn.Module):
     def forward(self, coarse: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.stem(torch.cat([coarse, source], 1)))  # (B, n, H, W)
         skips = []
-        for i, block in enumerate(self.enc):
-            x = block(x)  # (B, n*(i+1), H/2^i, W/2^i)
+        for i in range(self.levels):
+            x = F.relu(self.enc2[i](F.relu(self.enc1[i](x))))  # (B, n*(i+1), H/2^i, W/2^i)
             skips.append(x)
             if i < self.levels - 1:
-                x = F.relu(self.down[i](x))
+                x = F.relu(self.down[i](x))  # (B, n*(i+1), H/2^(i+1), W/2^(i+1))
         for j in range(self.levels):
             if self._has_skip(j):
                 x = torch.cat([x, skips[self.levels - 1 - j]], 1)
             x = F.relu(self.dec2[j](F.relu(self.dec1[j](x))))  # (B, n, ., .)
             if j < self.levels - 1:
-                x = F.relu(self.up[j](F.interpolate(x, scale_factor=2.0, mode="nearest")))
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         return self.out(x)  # (B, 3, H, W) difference map, linear
 
 
@@ -198,7 +212,10 @@ class Discriminator(nn.Module):
     0.2, linear logit.
 
     "triplet" form scores single 3-ch images (PG2 code); "conditional" scores (source, image)
-    6-ch pairs (PG2 paper). Convs followed by BatchNorm have no bias (BN's shift replaces it).
+    6-ch pairs (PG2 paper). Every conv has a bias, also before BatchNorm, as the public code
+    (4,324,737 parameters at 128x64, 10,896,257 at 256x256); convs and the linear layer start
+    uniform with std 0.02 (+-0.02*sqrt(3)), biases at zero. BatchNorm normalises with batch
+    statistics (the trainer keeps D in train mode).
     """
 
     def __init__(self, arch: Arch):
@@ -216,14 +233,14 @@ class Discriminator(nn.Module):
         c = arch.disc_channels
         for i in range(arch.disc_layers):
             cout = c * 2 ** min(i, 3)  # 64, 128, 256, 512, 512
-            layers.append(nn.Conv2d(in_ch, cout, 5, stride=2, padding=2, bias=i == 0))
+            layers.append(nn.Conv2d(in_ch, cout, 5, stride=2, padding=2, bias=True))
             if i > 0:
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(nn.LeakyReLU(0.2))
             in_ch = cout
         self.features = nn.Sequential(*layers)
         self.logit = nn.Linear(in_ch * (arch.height // f) * (arch.width // f), 1)
-        _xavier_init(self)
+        _uniform_init(self, D_INIT_STD)
 
     def forward(self, image: torch.Tensor, source: torch.Tensor | None = None) -> torch.Tensor:
         if source is not None:
@@ -234,3 +251,10 @@ class Discriminator(nn.Module):
 def build_models(arch: Arch) -> tuple[G1, G2, Discriminator]:
     """The three networks of PG2 for one architecture."""
     return G1(arch), G2(arch), Discriminator(arch)
+
+
+def param_counts(arch: Arch) -> dict[str, int]:
+    """Parameters of G1, G2 and D for `arch`, counted on the meta device (no memory used)."""
+    with torch.device("meta"):
+        nets = build_models(arch)
+    return {k: sum(p.numel() for p in m.parameters()) for k, m in zip(("g1", "g2", "disc"), nets)}

@@ -1,9 +1,17 @@
-"""G1 / G2 / D: output shapes and parameter counts against counts derived here from SPEC section 5."""
+"""G1 / G2 / D: output shapes, parameter counts of the public PG2 code (SPEC 5) and init."""
 
 import pytest
 import torch
 
-from pg2kit.models import G1, G2, Arch, Discriminator, check_resolution, default_repeat
+from pg2kit.models import (
+    G1,
+    G2,
+    Arch,
+    Discriminator,
+    check_resolution,
+    default_repeat,
+    param_counts,
+)
 
 MARKET = Arch(height=128, width=64, channels=128, repeat=5, g2_full_res_skip=False, disc_layers=4)
 FASHION = Arch(height=256, width=256, channels=128, repeat=6, g2_full_res_skip=True, disc_layers=5)
@@ -34,30 +42,42 @@ def g1_params(n, r, h, w, z=64, cin=21):
 
 
 def g2_params(n, r, full_res_skip, cin=6):
+    """SPEC 5: stride-2 convs keep the width, no 1x1 conv after upsampling, no FC."""
     levels = r - 2
     total = conv(3, cin, n)
     for i in range(levels):
-        total += 2 * conv(3, n * (i + 1), n * (i + 1))
+        total += conv(3, n * max(i, 1), n * (i + 1)) + conv(3, n * (i + 1), n * (i + 1))
         if i < levels - 1:
-            total += conv(3, n * (i + 1), n * (i + 2))
+            total += conv(3, n * (i + 1), n * (i + 1))
     x = n * levels
     for j in range(levels):
         has_skip = j < levels - 1 or full_res_skip
         total += conv(3, x + (n * (levels - j) if has_skip else 0), n) + conv(3, n, n)
         x = n
-        if j < levels - 1:
-            total += conv(1, n, n)
     return total + conv(3, n, 3)
 
 
 def d_params(h, w, layers, cin=3):
+    """Every conv with a bias (also before BN, as the public code), BN weight + bias."""
     total, c = conv(5, cin, 64), 64
     for i in range(1, layers):
         cout = min(64 * 2**i, 512)
-        total += conv(5, c, cout, bias=False) + 2 * cout  # BN weight + bias
+        total += conv(5, c, cout) + 2 * cout
         c = cout
     f = 2**layers
     return total + c * (h // f) * (w // f) + 1
+
+
+# parameter counts of the public PG2 TensorFlow code (SPEC 5 / issue 9)
+PUBLIC_COUNTS = {
+    "market": {"g1": 70_795_075, "g2": 6_058_883, "disc": 4_324_737},
+    "deepfashion": {"g1": 122_103_235, "g2": 12_696_067, "disc": 10_896_257},
+}
+
+
+@pytest.mark.parametrize("arch,name", [(MARKET, "market"), (FASHION, "deepfashion")])
+def test_parameter_counts_match_the_public_code(arch, name):
+    assert param_counts(arch) == PUBLIC_COUNTS[name]
 
 
 def count(m):
@@ -124,6 +144,20 @@ def test_small_forward_backward_and_init():
     with torch.no_grad():
         g1.out.bias.fill_(3.0)
         assert g1(src, pose).max() > 1
+
+
+def test_discriminator_init_is_uniform_std_002():
+    torch.manual_seed(0)
+    d = Discriminator(MARKET)
+    bound = 0.02 * 3**0.5  # 0.0346
+    for name, p in d.named_parameters():
+        if name.endswith("weight") and p.dim() > 1:  # convs and the linear logit
+            assert p.abs().max() <= bound and p.abs().max() > 0.99 * bound, name
+            if p.numel() > 10_000:
+                assert abs(p.std().item() - 0.02) < 0.001, name
+        elif p.dim() == 1 and "features" in name and p.numel() and name.endswith("bias"):
+            assert torch.count_nonzero(p) == 0, name
+    assert all(m.bias is not None for m in d.modules() if isinstance(m, torch.nn.Conv2d))
 
 
 @pytest.mark.parametrize("hw,r", [((128, 60), 5), ((96, 48), 6), ((32, 16), 2)])
