@@ -1,0 +1,248 @@
+"""Run independent tasks on local processes, a Dask cluster or a Ray cluster, results in order.
+
+Every backend goes through joblib (`joblib.parallel_config(backend=...)`), so the work function
+and its arguments are the same whatever runs them, and the results come back in task order: a
+caller that writes them in that order writes the same bytes with any backend.
+
+    for result in run_tasks(process_chunk, [(chunk, adapter, cfg) for chunk in chunks],
+                            workers=8, backend="dask", scheduler="tcp://head:8786"):
+        ...
+
+Dask and Ray are optional extras (``pip install "pg2kit[dask]"`` / ``"pg2kit[ray]"``) and are
+imported only when asked for. Workers must see the same files as the caller (a shared file
+system): tasks carry paths, not file contents. See docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+BACKENDS = ("loky", "dask", "ray")
+
+_EXTRA_HINT = {
+    "dask": ("dask.distributed", 'pip install "pg2kit[dask]"'),
+    "ray": ("ray", 'pip install "pg2kit[ray]"'),
+}
+
+
+class ParallelError(RuntimeError):
+    """A backend that cannot be used, or a task that failed on every attempt (one-line message)."""
+
+
+class TaskFailed(ParallelError):
+    """A task raised (or lost its worker) on its first attempt and on every retry."""
+
+    def __init__(self, message: str, index: int, attempts: int, detail: str = ""):
+        super().__init__(message)
+        self.index = index
+        self.attempts = attempts
+        self.detail = detail  # the worker's traceback text, when there was one
+
+
+class _Failure:
+    """What a task returns instead of raising, so the caller knows which task failed."""
+
+    def __init__(self, exc: BaseException):
+        self.summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        self.detail = "".join(traceback.format_exception(exc))
+
+
+class _Call:
+    """Picklable wrapper: func(*args), with exceptions turned into a _Failure."""
+
+    def __init__(self, func: Callable[..., Any]):
+        self.func = func
+
+    def __call__(self, args: tuple) -> Any:
+        try:
+            return self.func(*args)
+        except Exception as e:  # noqa: BLE001 - reported to the caller with the task named
+            return _Failure(e)
+
+
+def _missing_extra(backend: str, error: ImportError) -> ParallelError:
+    module, hint = _EXTRA_HINT[backend]
+    return ParallelError(f"backend {backend!r} needs {module} ({error}); install it: {hint}")
+
+
+def check_backend(backend: str) -> None:
+    """Raise ParallelError (one line, with the install command) if `backend` cannot be used."""
+    if backend not in BACKENDS:
+        raise ParallelError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    try:
+        if backend == "dask":
+            import dask.distributed  # noqa: F401
+        elif backend == "ray":
+            import ray  # noqa: F401
+            import ray.util.joblib  # noqa: F401
+    except ImportError as e:
+        raise _missing_extra(backend, e) from None
+
+
+def _enter_backend(
+    stack: ExitStack,
+    backend: str,
+    workers: int | None,
+    scheduler: Any,
+    ray_address: str | None,
+) -> int:
+    """Set up `backend` inside `stack` (clients, clusters, parallel_config); returns n_jobs."""
+    from joblib import parallel_config
+
+    if backend == "loky":
+        stack.enter_context(parallel_config(backend="loky"))
+        return max(1, workers or 1)
+    if backend == "dask":
+        from dask.distributed import Client, LocalCluster
+
+        if scheduler is None:
+            # no cluster given: one single-threaded worker process per requested worker
+            cluster = stack.enter_context(
+                LocalCluster(
+                    n_workers=max(1, workers or 1),
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                )
+            )
+            client = stack.enter_context(Client(cluster))
+        elif isinstance(scheduler, Client):
+            client = scheduler
+        else:
+            try:
+                client = stack.enter_context(Client(scheduler, timeout="30s"))
+            except OSError as e:
+                raise ParallelError(f"cannot reach the Dask scheduler {scheduler}: {e}") from None
+        stack.enter_context(parallel_config(backend="dask", client=client))
+        return -1  # joblib's dask backend uses every worker thread of the cluster
+    # ray
+    import ray
+    from ray.util.joblib import register_ray
+
+    register_ray()
+    if not ray.is_initialized():
+        try:
+            if ray_address:
+                ray.init(address=ray_address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(1, workers or 1), log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            where = ray_address or "a local Ray instance"
+            raise ParallelError(f"cannot start or reach {where}: {e}") from None
+        stack.callback(ray.shutdown)
+    stack.enter_context(parallel_config(backend="ray"))
+    return workers if workers else -1
+
+
+def _label(tasks: Sequence[tuple], index: int, label: Callable[[tuple], str] | None) -> str:
+    if label is not None:
+        try:
+            return f"task {index} ({label(tasks[index])})"
+        except Exception:  # noqa: BLE001 - a label must never hide the real error
+            pass
+    return f"task {index}"
+
+
+def run_tasks(
+    func: Callable[..., Any],
+    tasks: Sequence[tuple],
+    *,
+    workers: int | None,
+    backend: str = "loky",
+    scheduler: Any = None,
+    ray_address: str | None = None,
+    retries: int = 0,
+    progress: Callable[[int], Any] | None = None,
+    label: Callable[[tuple], str] | None = None,
+) -> Iterator[Any]:
+    """Yield func(*task) for every task, in task order, computed by `backend`.
+
+    workers: processes for "loky" (1 runs in this process, no pool), worker processes of the
+        LocalCluster started when "dask" has no `scheduler`, CPUs of the local Ray instance
+        started when "ray" has no `ray_address` (and the joblib job count on Ray).
+    scheduler: a Dask scheduler address ("tcp://host:8786"), or a dask.distributed.Client.
+    retries: a task that raises, or whose worker dies, is submitted again up to `retries`
+        times; then TaskFailed names the task (and `label(task)` if given) and the error.
+    progress: called with 1 after each task's result is yielded (tqdm's ``bar.update`` fits).
+
+    A failed task restarts the remaining work from that task (results already yielded are
+    kept, tasks in flight behind it are submitted again), so memory stays bounded and the
+    order holds. Raises ParallelError for an unknown or uninstalled backend.
+    """
+    check_backend(backend)
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    tasks = list(tasks)
+    attempts = [0] * len(tasks)
+    call = _Call(func)
+    head = 0  # first task whose result has not been yielded yet
+
+    def failed(index: int, summary: str, detail: str = "") -> None:
+        attempts[index] += 1
+        if attempts[index] > retries:
+            tries = f"{attempts[index]} attempt" + ("s" if attempts[index] > 1 else "")
+            raise TaskFailed(
+                f"{_label(tasks, index, label)} failed after {tries} "
+                f"(backend {backend}): {summary}",
+                index,
+                attempts[index],
+                detail,
+            )
+
+    sequential = backend == "loky" and (workers or 1) <= 1
+    if sequential:
+        while head < len(tasks):
+            out = call(tasks[head])
+            if isinstance(out, _Failure):
+                failed(head, out.summary, out.detail)
+                continue
+            yield out
+            head += 1
+            if progress is not None:
+                progress(1)
+        return
+
+    from joblib import Parallel, delayed
+
+    with ExitStack() as stack:
+        n_jobs = _enter_backend(stack, backend, workers, scheduler, ray_address)
+        while head < len(tasks):
+            if backend == "ray":  # joblib's Ray backend has no generator mode: ordered windows
+                results = _windows(call, tasks, head, n_jobs, window=4 * max(workers or 8, 1))
+            else:
+                runner = Parallel(n_jobs=n_jobs, return_as="generator")
+                results = runner(delayed(call)(tasks[i]) for i in range(head, len(tasks)))
+            restart = False
+            try:
+                for out in results:
+                    if isinstance(out, _Failure):
+                        failed(head, out.summary, out.detail)
+                        restart = True
+                        break
+                    yield out
+                    head += 1
+                    if progress is not None:
+                        progress(1)
+            except (TaskFailed, GeneratorExit):
+                raise
+            except Exception as e:  # noqa: BLE001 - a lost worker, a broken pool, a dead node
+                failed(head, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                restart = True
+            finally:
+                if restart or head < len(tasks):
+                    with warnings.catch_warnings():  # joblib warns about the cancelled tasks
+                        warnings.simplefilter("ignore")
+                        results.close()  # abort what is still queued before submitting again
+
+
+def _windows(call: _Call, tasks: list, start: int, n_jobs: int, window: int) -> Iterator[Any]:
+    """Results of tasks[start:] through blocking Parallel calls of `window` tasks each."""
+    from joblib import Parallel, delayed
+
+    for lo in range(start, len(tasks), window):
+        hi = min(lo + window, len(tasks))
+        yield from Parallel(n_jobs=n_jobs)(delayed(call)(tasks[i]) for i in range(lo, hi))

@@ -1,0 +1,126 @@
+"""pg2kit.parallel.run_tasks: order, retries, named failures, backends (loky, Dask LocalCluster)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pg2kit.parallel import ParallelError, TaskFailed, check_backend, run_tasks
+
+
+def _square(x):
+    return x * x
+
+
+def _fail_once(x, folder):
+    """Raises the first time it sees x == 3 (a marker file remembers), then succeeds."""
+    marker = Path(folder) / f"seen-{x}"
+    if x == 3 and not marker.exists():
+        marker.touch()
+        raise OSError(f"transient failure on {x}")
+    return x + 100
+
+
+def _always_fail(x):
+    if x == 2:
+        raise ValueError("bad input 2")
+    return x
+
+
+def _kill_worker(x):
+    if x == 1:
+        os._exit(3)
+    return x
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_results_in_task_order(workers):
+    got = list(run_tasks(_square, [(i,) for i in range(25)], workers=workers))
+    assert got == [i * i for i in range(25)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_retry_resubmits_a_failed_task(tmp_path, workers):
+    calls = []
+    tasks = [(i, str(tmp_path)) for i in range(8)]
+    got = list(run_tasks(_fail_once, tasks, workers=workers, retries=1, progress=calls.append))
+    assert got == [i + 100 for i in range(8)]
+    assert (tmp_path / "seen-3").exists()
+    assert sum(calls) == 8
+
+
+def test_failure_names_the_task_after_retries():
+    with pytest.raises(
+        TaskFailed, match=r"task 2 \(input 2\) failed after 3 attempts.*bad input 2"
+    ):
+        list(
+            run_tasks(
+                _always_fail,
+                [(i,) for i in range(5)],
+                workers=2,
+                retries=2,
+                label=lambda t: f"input {t[0]}",
+            )
+        )
+
+
+def test_results_before_a_failure_are_yielded():
+    got = []
+    with pytest.raises(TaskFailed) as info:
+        for r in run_tasks(_always_fail, [(i,) for i in range(5)], workers=1):
+            got.append(r)
+    assert got == [0, 1]
+    assert info.value.index == 2 and "ValueError" in info.value.detail
+
+
+def test_dead_worker_is_a_named_failure():
+    with pytest.raises(TaskFailed, match=r"task 1 failed after 2 attempts \(backend loky\)"):
+        list(run_tasks(_kill_worker, [(i,) for i in range(4)], workers=2, retries=1))
+
+
+def test_unknown_backend_and_bad_retries():
+    with pytest.raises(ParallelError, match="unknown backend 'spark'"):
+        check_backend("spark")
+    with pytest.raises(ValueError, match="retries"):
+        list(run_tasks(_square, [(1,)], workers=1, retries=-1))
+
+
+def test_missing_extra_message(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):
+        if name.startswith("dask"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(ParallelError, match=r'pip install "pg2kit\[dask\]"'):
+        list(run_tasks(_square, [(1,)], workers=2, backend="dask"))
+
+
+def test_dask_local_cluster_matches_loky(tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    tasks = [(i, str(tmp_path)) for i in range(12)]
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        got = list(
+            run_tasks(
+                _fail_once, tasks, workers=2, backend="dask", scheduler=cluster.scheduler_address,
+                retries=1,
+            )
+        )  # fmt: skip
+    assert got == [i + 100 for i in range(12)]
+    assert got == list(run_tasks(_fail_once, tasks, workers=2, backend="loky"))
+
+
+@pytest.mark.slow
+def test_ray_local_instance_matches_loky(tmp_path):
+    pytest.importorskip("ray")
+    tasks = [(i, str(tmp_path)) for i in range(10)]
+    got = list(run_tasks(_fail_once, tasks, workers=2, backend="ray", retries=1))
+    assert got == [i + 100 for i in range(10)]
