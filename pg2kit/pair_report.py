@@ -1,5 +1,5 @@
-"""Pictures of a prepared folder's pairs: reads pairs.h5 and the shards, writes PNGs
-(pairs per identity, pose-difference histogram, a sheet of sample pairs)."""
+"""Pictures of a prepared folder's pairs: reads pairs.h5 and the shards through pg2kit.shards,
+writes PNGs (pairs per identity, pose-difference histogram, a sheet of sample pairs)."""
 
 from __future__ import annotations
 
@@ -42,16 +42,13 @@ def pair_report(
     Sheet rows: source image, target image, target skeleton on black. A split that pairs.h5
     does not hold gives no pictures (an empty list).
     """
-    import h5py
-
-    from pg2kit.shards import SplitReader, read_split_fields, shard_attrs
+    from pg2kit.shards import PairsMissingError, SplitReader, read_split_fields, shard_attrs
 
     root, out_dir = Path(root), Path(out_dir)
-    if (root / "pairs.h5").exists():
-        with h5py.File(root / "pairs.h5", "r") as f:
-            if split not in f:
-                return []  # e.g. a folder without this split: nothing to picture
-    pairs = read_pair_index(root, split)  # without pairs.h5: a FileNotFoundError that says why
+    try:
+        pairs = read_pair_index(root, split)  # without pairs.h5: a PreparedError that says why
+    except PairsMissingError:
+        return []  # e.g. a folder without this split: nothing to picture
     out_dir.mkdir(parents=True, exist_ok=True)
     fields = read_split_fields(root, split, ["identity", "keypoints"])
     height = float(shard_attrs(root, split).get("frame_height", 1.0))

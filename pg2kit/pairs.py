@@ -1,12 +1,11 @@
 """Pair protocols (Def-GAN/PATN, PG2, custom) as pure functions over names/keypoint arrays.
 
-Pairs are int64 (P, 2) arrays of (source, target) row indices; write_pair_index writes pairs.h5.
+Pairs are int64 (P, 2) arrays of (source, target) row indices; pairs.h5 is written and read by
+pg2kit.shards (write_pairs / read_pairs; write_pair_index / read_pair_index here are the same).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -276,7 +275,7 @@ def custom_pairs(
     return pairs
 
 
-# ---------------------------------------------------------------- pairs.h5
+# ---------------------------------------------------------------- pairs.h5 (owned by shards.py)
 
 
 def write_pair_index(
@@ -285,44 +284,15 @@ def write_pair_index(
     protocol: str,
     params: dict[str, Any],
 ) -> Path:
-    """Write ROOT/pairs.h5 (one int64 (P, 2) dataset per split; attrs protocol, params JSON)
-    atomically, and the per-split counts under "pairs" in ROOT/manifest.json."""
-    import h5py
+    """Write ROOT/pairs.h5 and the manifest's "pairs" entry: `pg2kit.shards.write_pairs`."""
+    from pg2kit.shards import write_pairs
 
-    root = Path(root)
-    path = root / "pairs.h5"
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.attrs["protocol"] = protocol
-        f.attrs["params"] = json.dumps(params, sort_keys=True)
-        for split, pairs in pairs_by_split.items():
-            arr = np.ascontiguousarray(pairs, dtype=np.int64).reshape(-1, 2)
-            f.create_dataset(split, data=arr)
-    os.replace(tmp, path)
-
-    manifest_path = root / "manifest.json"
-    manifest = (
-        json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.exists() else {}
-    )
-    manifest["pairs"] = {
-        "protocol": protocol,
-        "params": params,
-        "counts": {split: int(len(p)) for split, p in pairs_by_split.items()},
-    }
-    from pg2kit.shards import write_manifest
-
-    write_manifest(root, manifest)
-    return path
+    return write_pairs(root, pairs_by_split, protocol, params)
 
 
 def read_pair_index(root: str | Path, split: str) -> np.ndarray:
-    """The (P, 2) int64 pairs of `split` from ROOT/pairs.h5."""
-    import h5py
+    """The checked (P, 2) int64 pairs of `split`: `pg2kit.shards.read_pairs` (a missing split is
+    a PairsMissingError, which is also a KeyError)."""
+    from pg2kit.shards import read_pairs
 
-    path = Path(root) / "pairs.h5"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no pair index; run `pg2kit pairs {root}` first")
-    with h5py.File(path, "r") as f:
-        if split not in f:
-            raise KeyError(f"{path}: no pairs for split {split!r} (have: {', '.join(f) or 'none'})")
-        return f[split][...].astype(np.int64)
+    return read_pairs(root, split)

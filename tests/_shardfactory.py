@@ -128,8 +128,12 @@ def make_prepared(
         ]
         pairs_by_split[split] = np.array(pairs, np.int64).reshape(-1, 2)
     (root / shards.MANIFEST).write_text(json.dumps(manifest, indent=1))
-    if with_pairs:
-        from pg2kit.pairs import write_pair_index
+    if with_pairs and schema_version == shards.SCHEMA_VERSION:
+        shards.write_pairs(root, pairs_by_split, "test", {})
+    elif with_pairs:  # another schema: pg2kit refuses to write into it, so plain h5py
+        import h5py
 
-        write_pair_index(root, pairs_by_split, "test", {})
+        with h5py.File(root / shards.PAIRS, "w") as f:
+            for split, pairs in pairs_by_split.items():
+                f[split] = pairs
     return root

@@ -170,16 +170,17 @@ def test_custom_pose_difference_and_caps():
 
 
 def test_pair_index_round_trip(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 1, "splits": {}}))
+    _prepared_folder(tmp_path, ["a", "a", "b"], [1, 2, 1], _torso_keypoints(3))
     train = np.array([[0, 1], [1, 0]], np.int64)
-    write_pair_index(tmp_path, {"train": train, "test": np.zeros((0, 2))}, "pg2", {"seed": 0})
+    write_pair_index(tmp_path, {"train": train}, "pg2", {"seed": 0})
     np.testing.assert_array_equal(read_pair_index(tmp_path, "train"), train)
-    assert read_pair_index(tmp_path, "test").shape == (0, 2)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    assert manifest["pairs"]["counts"] == {"train": 2, "test": 0}
+    assert manifest["pairs"]["counts"] == {"train": 2}
     assert manifest["pairs"]["protocol"] == "pg2" and manifest["schema_version"] == 1
     with pytest.raises(KeyError, match="query"):
         read_pair_index(tmp_path, "query")
+    write_pair_index(tmp_path, {"train": np.zeros((0, 2))}, "pg2", {})
+    assert read_pair_index(tmp_path, "train").shape == (0, 2)
 
 
 def _annotation_file(path, names, kp):
