@@ -21,9 +21,9 @@ import cv2
 
 
 def _estimate_chunk(images, options):
-    from pg2kit.prepare import _estimator
+    from pg2kit.keypoint_sources import worker_estimator
 
-    est = _estimator(options)
+    est = worker_estimator(options)
     return [est(im) for im in images]
 
 

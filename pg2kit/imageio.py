@@ -169,6 +169,54 @@ def _unknown_format_error(data: bytes) -> ImageError:
     return ImageError("not an image: unrecognised file format")
 
 
+# Defaults of the size checks made from the file header, before any decoding.
+DEFAULT_MAX_PIXELS = 50_000_000  # a 48 MP phone photo passes; decoded it takes 150 MB as RGB
+DEFAULT_MIN_SIDE = 32  # px; a smaller image cannot show a person (Market crops are 64 wide)
+
+
+def header_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) from the image file's header, without decoding its pixels.
+
+    None when Pillow does not recognise the file (the decoder then gives the reason).
+    """
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a core dependency
+        return None
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # only the header is read here; the size is judged below
+    try:
+        with Image.open(path) as im:  # lazy: reads the header only
+            return int(im.size[0]), int(im.size[1])
+    except Exception:  # unknown, empty or damaged headers: left to the decoder to word
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
+def check_image_size(
+    path: str | Path,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    min_side: int | None = DEFAULT_MIN_SIDE,
+) -> tuple[int, int] | None:
+    """The header size (width, height), or ImageError if it is too large or too small.
+
+    Runs before decoding, so a decompression bomb (a 30000x30000 PNG of a few KB) is refused
+    without ever allocating its pixels. None when the header is not readable by Pillow.
+    """
+    size = header_size(path)
+    if size is None:
+        return None
+    w, h = size
+    if max_pixels and w * h > max_pixels:
+        raise ImageError(
+            f"image too large: {w}x{h} = {w * h / 1e6:.1f} MP > --max-pixels {max_pixels / 1e6:g} MP"
+        )
+    if min_side and min(w, h) < min_side:
+        raise ImageError(f"image too small: {w}x{h}, shorter side < --min-image-px {min_side}")
+    return size
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as RGB uint8 (H, W, 3).
 

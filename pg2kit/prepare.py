@@ -1,17 +1,29 @@
-"""`pg2kit prepare`: raw dataset -> keypoints -> body masks (and pose maps) -> HDF5 shards.
+"""`pg2kit prepare`: raw dataset -> persons -> keypoints -> body masks (and pose maps) -> shards.
 
-Reads a dataset through its adapter, finds or imports keypoints, writes OUT/shards/*.h5 with done
-markers, OUT/failures.csv and OUT/manifest.json (docs/schema.md). Safe to interrupt and re-run.
+The pipeline, one stage per concern:
+
+1. an **adapter** (pg2kit/datasets/*) lists records: one raw image each (synthetic figures too);
+2. a **person finder** turns a loaded image into one stored-frame crop per person it keeps
+   (`WholeImage` for ready-made crops, `KeypointCrop` around imported keypoints,
+   `DetectedPersons` with pg2kit.persons for own photos and video frames);
+3. a **keypoint source** (pg2kit/keypoint_sources.py) gives the keypoints: the estimator in the
+   worker, a file made elsewhere, or the truth of synthetic figures;
+4. masks (and pose maps) are drawn and samples go into HDF5 shards with done markers, then
+   OUT/failures.csv and OUT/manifest.json (docs/schema.md) are written.
+
+`run_prepare` = `plan_prepare` (scan, keypoint lookup, which shards are still to do) +
+`run_plan` (workers; each shard written as soon as its chunks are back) + `write_summary`.
+Safe to interrupt and re-run: finished shards are kept.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
+import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +34,15 @@ from pg2kit import __version__, shards
 from pg2kit.atomic import write_text
 from pg2kit.keypoints import NUM_KEYPOINTS, present
 
-DATASETS = ("market1501", "deepfashion", "folder", "synthetic")
+DATASETS = ("market1501", "deepfashion", "folder", "synthetic", "video", "table")
 META_FIELDS = ("camera", "sequence", "frame", "junk", "distractor")
 META_DTYPES = {"camera": np.int16, "sequence": np.int16, "frame": np.int32, "junk": bool}
 META_DTYPES["distractor"] = bool
 # Settings that change what a shard holds: a finished shard made with others is not reused.
 SHARD_PARAMS = ("dataset", "keypoints", "map_kind", "map_radius", "map_sigma", "mask_radius")
-SHARD_PARAMS += ("store_maps", "size", "crop176", "shard_size", "compression")
+SHARD_PARAMS += ("store_maps", "size", "crop176", "shard_size", "compression", "pad")
+SHARD_PARAMS += ("min_person_px", "max_pixels", "min_image_px", "every", "min_track")
+SHARD_PARAMS += ("min_pose_change",)
 
 
 class PrepareError(RuntimeError):
@@ -41,7 +55,7 @@ class PrepareConfig:
     out: Path
     src: Path | None = None
     keypoints: str = "mediapipe"  # 'mediapipe', a Def-GAN CSV file, or a folder of OpenPose JSON
-    size: tuple[int, int] | None = None  # folder: output H x W; synthetic: image H x W
+    size: tuple[int, int] | None = None  # folder/table/video: output H x W; synthetic: image H x W
     crop176: bool = False  # deepfashion: store the 176-wide crop (x offset 40)
     map_kind: str = "disk"
     map_radius: int = 4
@@ -54,10 +68,26 @@ class PrepareConfig:
     overwrite: bool = False
     compression: str = "auto"  # images uncompressed, masks/maps gzip level 1
     estimator_options: dict[str, Any] = field(default_factory=dict)
-    test_identities: float = 0.0  # folder: share of identities held out as 'test'
+    test_identities: float = 0.0  # folder/table/video: share of identities held out as 'test'
     synthetic_ids: int = 40
     synthetic_poses: int = 8
     seed: int = 0
+    # person finding (folder, table, video)
+    pad: str | None = None  # crop padding past the photo edge; None = pg2kit.persons' default
+    min_person_px: int | None = None  # None = pg2kit.persons' default
+    detect: bool = True  # find persons with pg2kit.persons (else: crop around the keypoints)
+    # input limits (checked from the file header before decoding)
+    max_pixels: int = 50_000_000
+    min_image_px: int = 32
+    # video
+    every: int = 1
+    min_track: int = 3
+    min_pose_change: float = 0.0
+    # where the work runs (pg2kit.parallel)
+    backend: str = "loky"
+    scheduler: str | None = None
+    ray_address: str | None = None
+    retries: int = 0
 
     def shard_params(self) -> dict[str, Any]:
         d = asdict(self)
@@ -67,20 +97,132 @@ class PrepareConfig:
         return {k: d[k] for k in SHARD_PARAMS}
 
 
-@dataclass
-class Item:
-    """One input sample on its way into a shard (picklable; goes to worker processes)."""
+# ---------------------------------------------------------------- person finders
 
-    name: str
-    identity: str
-    split: str
-    source_path: str
-    meta: dict[str, Any]
-    path: Path | None = None  # raw file to load through the adapter
-    image: np.ndarray | None = None  # or the image itself (synthetic)
-    keypoints: np.ndarray | None = None  # imported keypoints; None -> run the estimator
-    scores: np.ndarray | None = None
-    synthetic: tuple[int, int] | None = None  # (identity, pose) of a figure to render
+
+@dataclass
+class Found:
+    """One person's sample in the stored frame, with where it came from in the source."""
+
+    image: np.ndarray
+    keypoints: np.ndarray
+    scores: np.ndarray
+    box: np.ndarray  # float32 (4,) x0, y0, x1, y1 in source-image pixels
+    score: float  # detector score; NaN when no detector ran
+    track: int = -1
+    name: str | None = None  # overrides the record's name (several persons per record)
+    identity: str | None = None
+    frame: int | None = None
+
+
+def _whole_box(image: np.ndarray, source_size: tuple[int, int] | None) -> np.ndarray:
+    w, h = source_size or (image.shape[1], image.shape[0])
+    return np.array([0, 0, w, h], np.float32)
+
+
+class WholeImage:
+    """The image is one person's crop already (Market, DeepFashion, synthetic): keypoints of the
+    whole image, fitted into the stored frame by the adapter."""
+
+    def __init__(self, adapter: Any, score: float = math.nan):
+        self.adapter = adapter
+        self.score = score
+
+    def find(self, image, record, keypoints_fn, source_size=None):
+        kp, sc = keypoints_fn(image)
+        out, kp, sc = self.adapter.finalize(image, kp, sc)
+        return [Found(out, kp, sc, _whole_box(image, source_size), self.score)], []
+
+
+class KeypointCrop:
+    """One person per photo, cropped around its keypoints (imported ones, or the estimator's
+    on the whole photo when person detection is off)."""
+
+    def __init__(self, adapter: Any):
+        self.adapter = adapter
+
+    def find(self, image, record, keypoints_fn, source_size=None):
+        kp, sc = keypoints_fn(image)
+        out, kp, sc, box = self.adapter.crop(image, kp, sc)
+        if source_size is not None and source_size != (image.shape[1], image.shape[0]):
+            box = box * np.float32(source_size[0] / image.shape[1])  # the adapter shrank it
+        return [Found(out, kp, sc, box, math.nan)], []
+
+
+class DetectedPersons:
+    """Every person found by pg2kit.persons; the identity person of a photo is kept
+    (`choose_identity_person`), the others and each gate rejection are reported as skipped."""
+
+    def __init__(self, size: tuple[int, int], pad: str | None, options: dict[str, Any]):
+        self.size = tuple(size)
+        self.pad = pad
+        self.options = options
+        self._finder = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_finder": None}
+
+    def finder(self):
+        if self._finder is None:
+            from pg2kit.persons import PersonFinder
+
+            self._finder = PersonFinder(**self.options)
+        return self._finder
+
+    def find(self, image, record, keypoints_fn, source_size=None):
+        from pg2kit.persons import choose_identity_person
+
+        persons = self.finder()(image)
+        if not persons:
+            raise ValueError("no person found")
+        good = [i for i, p in enumerate(persons) if p.reason is None]
+        pick = choose_identity_person(persons, image.shape[:2]) if good else None
+        skipped = []
+        for i, p in enumerate(persons):
+            if i == pick:
+                continue
+            why = (
+                p.reason
+                or "not the identity person (choose_identity_person: larger and more central wins)"
+            )
+            skipped.append(f"person {i + 1} of {len(persons)} at {_box_text(p.box)}: {why}")
+        if pick is None:
+            return [], skipped
+        p = persons[pick]
+        return [self.sample(image, p)], skipped
+
+    def sample(self, image, p, **extra) -> Found:
+        from pg2kit.persons import crop_person
+
+        kw = {} if self.pad is None else {"pad": self.pad}
+        crop, mapper = crop_person(image, p.box, self.size, **kw)
+        kp, sc = mapper(p.keypoints, p.scores)
+        return Found(crop, kp, sc, np.asarray(p.box, np.float32), float(p.score), **extra)
+
+
+def _box_text(box) -> str:
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    return f"({x0},{y0})-({x1},{y1})"
+
+
+# ---------------------------------------------------------------- worker side
+
+
+@dataclass
+class Job:
+    """Everything a worker needs besides its records (picklable, light)."""
+
+    adapter: Any
+    finder: Any
+    source: Any  # worker-side keypoint source; None when keypoints come with the records
+    frame: tuple[int, int, int]
+    map_kind: str
+    map_radius: int
+    map_sigma: float
+    mask_radius: int
+    store_maps: bool
+    max_pixels: int | None
+    min_image_px: int | None
 
 
 @dataclass
@@ -88,178 +230,99 @@ class ChunkResult:
     arrays: dict[str, Any]
     failures: list[tuple[str, str]]
     no_person: int
+    bad_coordinates: int = 0
 
 
-# ---------------------------------------------------------------- keypoint sources
-
-
-class ImportedKeypoints:
-    """Keypoints made elsewhere: a Def-GAN annotation CSV or a folder of OpenPose JSON files."""
-
-    def __init__(self, spec: str):
-        self.path = Path(spec)
-        if not self.path.exists():
-            raise PrepareError(f"--keypoints {spec}: no such file or folder")
-        self.order: list[str] = []
-        self._csv: dict[str, np.ndarray] = {}
-        self._json: dict[str, Path] = {}
-        if self.path.is_dir():
-            self.kind = "openpose-json"
-            for p in sorted(self.path.rglob("*.json")):
-                self._json.setdefault(_match_key(p.stem.removesuffix("_keypoints")), p)
-            if not self._json:
-                raise PrepareError(f"--keypoints {spec}: folder holds no OpenPose .json files")
-        else:
-            from pg2kit.formats import FormatError, read_defgan_annotations
-
-            self.kind = "defgan-csv"
-            try:
-                table = read_defgan_annotations(self.path)
-            except FormatError as e:
-                raise PrepareError(str(e)) from None
-            for name, kp in zip(table.names, table.keypoints, strict=True):
-                self._csv.setdefault(_match_key(name), kp)
-                self.order.append(_match_key(name))
-
-    def lookup(self, name: str, path: Path | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """Keypoints for an image, matched on its name's stem (or its raw file's stem)."""
-        keys = [_match_key(name)] + ([_match_key(path.name)] if path is not None else [])
-        if self.kind == "defgan-csv":
-            kp = next((self._csv[k] for k in keys if k in self._csv), None)
-            if kp is None:
-                return None
-            kp = kp.astype(np.float32)
-            return kp, present(kp).astype(np.float32)
-        p = next((self._json[k] for k in keys if k in self._json), None)
-        if p is None:
-            return None
-        from pg2kit.formats import read_openpose_json
-
-        return read_openpose_json(p)
-
-
-def _match_key(name: str) -> str:
-    """Names match on their stem (annotations say .jpg where files may be .png), with the
-    'fashion' spelling of DeepFashion's 'fasion' files."""
-    from pg2kit.datasets.deepfashion import canonical_key
-
-    return canonical_key(Path(name).name)
-
-
-# ---------------------------------------------------------------- worker side
-
-_WORKER_ESTIMATOR: tuple[str, Any] | None = None
-
-
-def _estimator(options: dict[str, Any]) -> Any:
-    """One estimator per worker process, built on first use and kept for later tasks."""
-    global _WORKER_ESTIMATOR
-    key = json.dumps(options, sort_keys=True)
-    if _WORKER_ESTIMATOR is None or _WORKER_ESTIMATOR[0] != key:
-        from pg2kit.estimators import make_estimator
-
-        _WORKER_ESTIMATOR = (key, make_estimator("mediapipe", **options))
-    return _WORKER_ESTIMATOR[1]
-
-
-def process_chunk(items: list[Item], adapter: Any, cfg: PrepareConfig) -> ChunkResult:
-    """Load, find keypoints, crop to the stored frame and draw masks for a list of items."""
+def process_chunk(tasks: list[tuple[Any, Any]], job: Job) -> ChunkResult:
+    """Load, find persons and keypoints, draw masks for (record, given keypoints) tasks."""
     import cv2
 
-    from pg2kit import maps
+    from pg2kit.imageio import check_image_size
 
-    kept: list[Item] = []
-    images, kps, scores = [], [], []
+    found: list[tuple[Any, Found]] = []
     failures: list[tuple[str, str]] = []
-    no_person = 0
-    frame = _frame(adapter, cfg)
-    for it in items:
-        if it.synthetic is not None:
-            _render_synthetic(it, cfg)
+    for record, given in tasks:
         try:
-            image = it.image if it.image is not None else adapter.load(_record(it))
-            if it.keypoints is not None:
-                kp, sc = it.keypoints, it.scores
-            else:
-                kp, sc = _estimator(cfg.estimator_options)(image)
-            if adapter is not None:
-                image, kp, sc = adapter.finalize(image, kp, sc)
+            size = None
+            if record.path is not None:
+                size = check_image_size(record.path, job.max_pixels, job.min_image_px)
+            image = job.adapter.load(record)
+
+            def keypoints_fn(im, record=record, given=given):
+                return given if given is not None else job.source(im, record)
+
+            persons, skipped = job.finder.find(image, record, keypoints_fn, size)
         except (ValueError, OSError, cv2.error) as e:  # ImageError, NoPersonError, bad frames
-            failures.append((it.source_path, _one_line(e)))
+            failures.append((record.rel_path, _one_line(e)))
             continue
-        if image.shape[:2] != frame[:2]:
-            failures.append((it.source_path, f"image is {image.shape[1]}x{image.shape[0]} after "
-                             f"loading, expected {frame[1]}x{frame[0]}"))  # fmt: skip
-            continue
-        if not present(kp).any():
-            no_person += 1
-        kept.append(it)
-        images.append(image)
-        kps.append(np.asarray(kp, np.float32))
-        scores.append(np.asarray(sc, np.float32))
-    h, w = frame[:2]
-    n = len(kept)
-    kp_arr = np.stack(kps) if n else np.zeros((0, NUM_KEYPOINTS, 2), np.float32)
+        failures += [(record.rel_path, reason) for reason in skipped]
+        for f in persons:
+            if f.image.shape[:2] != tuple(job.frame[:2]):
+                failures.append((record.rel_path, f"image is {f.image.shape[1]}x{f.image.shape[0]}"
+                                 f" after loading, expected {job.frame[1]}x{job.frame[0]}"))  # fmt: skip
+                continue
+            found.append((record, f))
+    return ChunkResult(sample_arrays(found, job), failures, _no_person(found))
+
+
+def _no_person(found) -> int:
+    return sum(1 for _, f in found if not present(f.keypoints).any())
+
+
+def sample_arrays(found: list[tuple[Any, Found]], job: Job) -> dict[str, Any]:
+    """The shard datasets of a list of (record, sample)."""
+    from pg2kit import maps
+    from pg2kit.datasets.base import printable_text
+
+    h, w = job.frame[:2]
+    n = len(found)
+    kp_arr = (np.stack([np.asarray(f.keypoints, np.float32) for _, f in found]) if n
+              else np.zeros((0, NUM_KEYPOINTS, 2), np.float32))  # fmt: skip
     arrays: dict[str, Any] = {
-        "image": np.stack(images) if n else np.zeros((0, h, w, 3), np.uint8),
+        "image": np.stack([f.image for _, f in found]) if n else np.zeros((0, h, w, 3), np.uint8),
         "keypoints": kp_arr,
-        "scores": np.stack(scores) if n else np.zeros((0, NUM_KEYPOINTS), np.float32),
-        "mask": maps.body_masks(kp_arr, h, w, radius=cfg.mask_radius),
+        "scores": (
+            np.stack([np.asarray(f.scores, np.float32) for _, f in found])
+            if n
+            else np.zeros((0, NUM_KEYPOINTS), np.float32)
+        ),  # fmt: skip
+        "mask": maps.body_masks(kp_arr, h, w, radius=job.mask_radius),
     }
-    if cfg.store_maps:
-        pm = maps.pose_maps(kp_arr, h, w, kind=cfg.map_kind, radius=cfg.map_radius,
-                            sigma=cfg.map_sigma)  # fmt: skip
-        arrays["pose_map"] = pm.astype(np.uint8 if cfg.map_kind == "disk" else np.float16)
-    arrays["name"] = [it.name for it in kept]
-    arrays["identity"] = [it.identity for it in kept]
-    arrays["source_path"] = [it.source_path for it in kept]
+    if job.store_maps:
+        pm = maps.pose_maps(kp_arr, h, w, kind=job.map_kind, radius=job.map_radius,
+                            sigma=job.map_sigma)  # fmt: skip
+        arrays["pose_map"] = pm.astype(np.uint8 if job.map_kind == "disk" else np.float16)
+    arrays["name"] = [printable_text(f.name or r.name) for r, f in found]
+    arrays["identity"] = [printable_text(f.identity or r.identity) for r, f in found]
+    arrays["source_path"] = [printable_text(r.rel_path) for r, _ in found]
     for key in META_FIELDS:
         default = False if META_DTYPES[key] is bool else -1
-        arrays[key] = np.array([it.meta.get(key, default) for it in kept], META_DTYPES[key])
-    return ChunkResult(arrays, failures, no_person)
-
-
-def _render_synthetic(it: Item, cfg: PrepareConfig) -> None:
-    from pg2kit.datasets.synthetic import render_sample
-
-    index, pose = it.synthetic
-    sample, _ = render_sample(
-        index, pose, size=cfg.size or (128, 64), seed=cfg.seed, split=it.split
-    )
-    it.name, it.source_path, it.meta = (
-        sample.name,
-        f"synthetic/{sample.name}",
-        {"camera": sample.camera},
-    )
-    it.image, it.keypoints, it.scores = sample.image, sample.keypoints, sample.scores
+        vals = [getattr(r, key, default) for r, _ in found]
+        if key == "frame":
+            vals = [
+                f.frame if f.frame is not None else v for (_, f), v in zip(found, vals, strict=True)
+            ]
+        arrays[key] = np.array(vals, META_DTYPES[key])
+    arrays["source_box"] = (np.stack([np.asarray(f.box, np.float32) for _, f in found]) if n
+                            else np.zeros((0, 4), np.float32))  # fmt: skip
+    arrays["track"] = np.array([f.track for _, f in found], np.int32)
+    arrays["detector_score"] = np.array([f.score for _, f in found], np.float32)
+    return arrays
 
 
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _record(it: Item) -> Any:
-    from pg2kit.datasets.base import Record
-
-    return Record(
-        name=it.name, path=it.path, rel_path=it.source_path, split=it.split,
-        identity=it.identity, **it.meta,
-    )  # fmt: skip
-
-
-def _frame(adapter: Any, cfg: PrepareConfig) -> tuple[int, int, int]:
-    if adapter is None:  # synthetic
-        h, w = cfg.size or (128, 64)
-        return (h, w, 0)
-    return tuple(adapter.frame)
-
-
-# ---------------------------------------------------------------- parent side
+# ---------------------------------------------------------------- parent side: plan
 
 
 def make_adapter(cfg: PrepareConfig) -> Any:
     if cfg.dataset == "synthetic":
-        return None
+        from pg2kit.datasets.synthetic import Synthetic
+
+        return Synthetic(num_identities=cfg.synthetic_ids, num_poses=cfg.synthetic_poses,
+                         size=cfg.size or (128, 64), seed=cfg.seed)  # fmt: skip
     if cfg.dataset == "market1501":
         from pg2kit.datasets.market1501 import Market1501
 
@@ -268,94 +331,132 @@ def make_adapter(cfg: PrepareConfig) -> Any:
         from pg2kit.datasets.deepfashion import DeepFashion
 
         return DeepFashion(crop176=cfg.crop176)
+    pad = cfg.pad or _default_pad()
     if cfg.dataset == "folder":
         from pg2kit.datasets.folder import Folder
 
-        size = cfg.size or (256, 256)
-        return Folder(size=size, test_identities=cfg.test_identities)
+        return Folder(size=cfg.size or (256, 256), test_identities=cfg.test_identities,
+                      pad=pad, seed=cfg.seed)  # fmt: skip
+    if cfg.dataset == "table":
+        from pg2kit.datasets.table import Table
+
+        return Table(size=cfg.size or (256, 256), test_identities=cfg.test_identities,
+                     pad=pad, seed=cfg.seed)  # fmt: skip
+    if cfg.dataset == "video":
+        from pg2kit.datasets.video import Video
+
+        return Video(size=cfg.size or (128, 64), every=cfg.every, pad=pad,
+                     max_pixels=cfg.max_pixels)  # fmt: skip
     raise PrepareError(f"unknown dataset {cfg.dataset!r} (choose from {', '.join(DATASETS)})")
 
 
-def _synthetic_items(cfg: PrepareConfig) -> dict[str, list[Item]]:
-    """Placeholders for the synthetic figures; the workers render them (see process_chunk)."""
-    from pg2kit.datasets.synthetic import split_of
-
-    splits: dict[str, list[Item]] = {}
-    for index in range(1, cfg.synthetic_ids + 1):
-        split = split_of(index, cfg.synthetic_ids, 0.2)
-        for pose in range(cfg.synthetic_poses):
-            item = Item("", f"{index:04d}", split, "", {}, synthetic=(index, pose))
-            splits.setdefault(split, []).append(item)
-    return splits
-
-
-def _record_items(
-    cfg: PrepareConfig, adapter: Any, source: ImportedKeypoints | None
-) -> tuple[dict[str, list[Item]], list[tuple[str, str]], list[str]]:
-    from pg2kit.datasets.base import AdapterError
-
+def _default_pad() -> str:
     try:
-        scan = adapter.scan(Path(cfg.src))
+        from pg2kit.persons import DEFAULT_PAD
+    except ImportError:
+        return "constant"
+    return DEFAULT_PAD
+
+
+def _persons_available() -> bool:
+    try:
+        import pg2kit.persons  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_finder(cfg: PrepareConfig, adapter: Any, source: Any) -> Any:
+    """The person finder for this dataset and keypoint source."""
+    if cfg.dataset in ("market1501", "deepfashion"):
+        return WholeImage(adapter)
+    if cfg.dataset == "synthetic":
+        return WholeImage(adapter, score=1.0)
+    if getattr(source, "kind", "") == "mediapipe" and cfg.detect and _persons_available():
+        return DetectedPersons(adapter.size, cfg.pad or _default_pad(), _person_options(cfg))
+    return KeypointCrop(adapter)
+
+
+def _person_options(cfg: PrepareConfig) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    if cfg.min_person_px is not None:
+        opts["min_person_px"] = cfg.min_person_px
+    if cfg.estimator_options:
+        opts["estimator_options"] = dict(cfg.estimator_options)
+    return opts
+
+
+@dataclass
+class Plan:
+    """What a run will do: the records per split, the shards still to write, the stages."""
+
+    cfg: PrepareConfig
+    out: Path
+    adapter: Any
+    source: Any
+    job: Job
+    splits: dict[str, list[tuple[Any, Any]]]  # split -> [(record, given keypoints or None)]
+    scan_failures: list[tuple[str, str]]
+    notes: list[str]
+    attrs: dict[str, Any]
+    params: dict[str, Any]
+    compression: dict[str, str]
+    todo: list[tuple[str, int, list[tuple[Any, Any]]]]  # (split, shard index, tasks)
+    done: dict[tuple[str, int], dict[str, Any]]
+    bad_coordinates: int = 0
+
+
+def plan_prepare(cfg: PrepareConfig) -> Plan:
+    """Scan the source, look up imported keypoints, and list the shards still to write."""
+    from pg2kit.datasets.base import AdapterError
+    from pg2kit.keypoint_sources import KeypointSourceError, LookupFailed, make_source
+
+    out = Path(cfg.out)
+    try:
+        adapter = make_adapter(cfg)
+    except ValueError as e:
+        raise PrepareError(str(e)) from None
+    try:
+        source = make_source(cfg.keypoints, adapter, cfg.estimator_options)
+    except KeypointSourceError as e:
+        raise PrepareError(str(e)) from None
+    try:
+        scan = adapter.scan(Path(cfg.src) if cfg.src is not None else None)
     except AdapterError as e:
         raise PrepareError(str(e)) from None
     failures = list(scan.failures)
     notes = list(scan.notes)
-    splits: dict[str, list[Item]] = {}
+    splits: dict[str, list[tuple[Any, Any]]] = {}
     missing = 0
     for split, records in scan.records.items():
-        items = []
+        tasks = []
         for r in records:
-            meta = {k: getattr(r, k) for k in META_FIELDS}
-            it = Item(r.name, r.identity, r.split, r.rel_path, meta, path=r.path)
-            if source is not None:
-                found = source.lookup(r.name, r.path)
-                if found is None:
+            given = None
+            if source.in_parent:
+                try:
+                    given = source.lookup(r.name, r.path)
+                except LookupFailed as e:
+                    failures.append((r.rel_path, str(e)))
+                    continue
+                if given is None:
                     failures.append((r.rel_path, f"no keypoints for {r.name} in {source.path}"))
                     missing += 1
                     continue
-                it.keypoints, it.scores = found
-            items.append(it)
-        if source is not None and source.order:
+            tasks.append((r, given))
+        if source.in_parent and source.order:
             # keep the annotation file's row order, so an export reproduces it line for line
-            rank = {n: i for i, n in enumerate(source.order)}
-            items.sort(key=lambda it: rank.get(_match_key(it.name), len(rank)))
-        splits[split] = items
+            tasks.sort(key=lambda t: source.rank(t[0].name))
+        splits[split] = tasks
+    bad = getattr(source, "bad_coordinates", 0)
     if missing:
         notes.append(f"{missing} images have no keypoints in {source.path}; skipped")
-    return splits, failures, notes
+    if bad:
+        notes.append(f"{bad} imported keypoints were non-finite or absurd (beyond 1e5 px): "
+                     "made missing")  # fmt: skip
 
-
-def run_prepare(
-    cfg: PrepareConfig,
-    log: Callable[[str], None] = print,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Prepare `cfg.out` from `cfg.src`; returns the manifest written."""
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-
-    t0 = time.perf_counter()
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    adapter = make_adapter(cfg)
-    source = None
-    if cfg.dataset == "synthetic":
-        splits = _synthetic_items(cfg)
-        scan_failures: list[tuple[str, str]] = []
-        notes: list[str] = []
-        kp_kind, kp_version = "synthetic", __version__
-    else:
-        if cfg.keypoints != "mediapipe":
-            source = ImportedKeypoints(cfg.keypoints)
-        splits, scan_failures, notes = _record_items(cfg, adapter, source)
-        if source is not None:
-            kp_kind, kp_version = source.kind, str(source.path.name)
-        else:
-            kp_kind, kp_version = "mediapipe", _estimator_version(cfg)
-    for note in notes:
-        log(f"note: {note}")
-    frame = _frame(adapter, cfg)
+    frame = tuple(adapter.frame)
     params = cfg.shard_params()
+    finder = make_finder(cfg, adapter, source)
     attrs = {
         "schema_version": shards.SCHEMA_VERSION,
         "dataset": cfg.dataset,
@@ -365,23 +466,29 @@ def run_prepare(
         "map_radius": cfg.map_radius,
         "map_sigma": cfg.map_sigma,
         "mask_radius": cfg.mask_radius,
-        "estimator": kp_kind,
-        "estimator_version": kp_version,
+        "estimator": source.kind,
+        "estimator_version": source.version,
         "frame_height": frame[0],
         "frame_width": frame[1],
         "frame_x_offset": frame[2],
         "pg2kit_version": __version__,
     }
+    if isinstance(finder, DetectedPersons):
+        attrs["person_finder"] = "pg2kit.persons"
     if cfg.compression == "auto":  # chosen by bench/shard_io.py: images barely compress
         compression = {"image": "none", "mask": "gzip1", "pose_map": "gzip1"}
     else:
         compression = dict.fromkeys(("image", "mask", "pose_map"), cfg.compression)
+    job = Job(adapter=adapter, finder=finder, source=None if source.in_parent else source,
+              frame=frame, map_kind=cfg.map_kind, map_radius=cfg.map_radius,
+              map_sigma=cfg.map_sigma, mask_radius=cfg.mask_radius, store_maps=cfg.store_maps,
+              max_pixels=cfg.max_pixels, min_image_px=cfg.min_image_px)  # fmt: skip
+    plan = Plan(cfg, out, adapter, source, job, splits, failures, notes, attrs, params,
+                compression, [], {}, bad)  # fmt: skip
 
-    # plan: shards of consecutive items; finished shards (with matching settings) are skipped
-    plan: list[tuple[str, int, list[Item]]] = []
-    done: dict[tuple[str, int], dict[str, Any]] = {}
-    for split, items in splits.items():
-        for k in range(max(1, -(-len(items) // cfg.shard_size))):
+    # shards of consecutive records; finished shards (with matching settings) are kept
+    for split, tasks in splits.items():
+        for k in range(max(1, -(-len(tasks) // cfg.shard_size))):
             path = shards.shard_path(out, split, k)
             marker = shards.read_marker(path)
             if marker is not None and not cfg.overwrite:
@@ -390,67 +497,100 @@ def run_prepare(
                         f"{out} holds shards made with other settings ({path.name}); "
                         "use --overwrite to redo them or choose another -o"
                     )
-                done[(split, k)] = marker
+                plan.done[(split, k)] = marker
             else:
-                shards.remove_shard(path)
-                plan.append((split, k, items[k * cfg.shard_size : (k + 1) * cfg.shard_size]))
-    _drop_stale(out, splits, cfg.shard_size)
-    total = sum(len(items) for _, _, items in plan)
-    if done:
-        log(f"resuming: {len(done)} finished shard(s) kept, {len(plan)} to do")
+                plan.todo.append((split, k, tasks[k * cfg.shard_size : (k + 1) * cfg.shard_size]))
+    return plan
 
-    tasks = []  # (shard key, chunk index, items)
-    for split, k, items in plan:
-        chunks = [items[i : i + cfg.chunk_size] for i in range(0, len(items), cfg.chunk_size)]
-        for c, chunk in enumerate(chunks or [[]]):
-            tasks.append(((split, k), c, len(chunks or [[]]), chunk))
 
+# ---------------------------------------------------------------- parent side: run and write
+
+
+def run_tasks(func, tasks, *, workers, backend="loky", scheduler=None, ray_address=None,
+              retries=0):  # fmt: skip
+    """Results of func(*task) in task order, on the chosen backend (pg2kit.parallel)."""
+    from pg2kit.parallel import ParallelError
+    from pg2kit.parallel import run_tasks as parallel_run_tasks
+
+    try:
+        yield from parallel_run_tasks(func, tasks, workers=workers, backend=backend,
+                                      scheduler=scheduler, ray_address=ray_address,
+                                      retries=retries)  # fmt: skip
+    except ParallelError as e:
+        raise PrepareError(str(e)) from None
+
+
+def run_plan(plan: Plan, log=print, progress: bool = True) -> None:
+    """Run the planned shards' chunks on the workers; write each shard when its chunks are in."""
+    from tqdm.auto import tqdm
+
+    cfg, out = plan.cfg, plan.out
+    out.mkdir(parents=True, exist_ok=True)
+    for split, k, _ in plan.todo:
+        shards.remove_shard(shards.shard_path(out, split, k))
+    _drop_stale(out, plan.splits, cfg.shard_size)
+    total = sum(len(t) for _, _, t in plan.todo)
+    if plan.done:
+        log(f"resuming: {len(plan.done)} finished shard(s) kept, {len(plan.todo)} to do")
+
+    chunks = []  # (shard key, chunk index, number of chunks, tasks)
+    for split, k, tasks in plan.todo:
+        parts = [tasks[i : i + cfg.chunk_size] for i in range(0, len(tasks), cfg.chunk_size)]
+        for c, part in enumerate(parts or [[]]):
+            chunks.append(((split, k), c, len(parts or [[]]), part))
     pending: dict[tuple[str, int], dict[int, ChunkResult]] = {}
-    failures_shown = 0
+    shown = 0
     bar = tqdm(total=total, unit="img", desc="prepare", disable=not progress or total == 0,
                dynamic_ncols=True)  # fmt: skip
-    workers = cfg.workers if len(tasks) > 1 else 1
-    if workers > 1:
-        runner = Parallel(n_jobs=workers, backend="loky", return_as="generator")
-        results: Iterator[ChunkResult] = runner(
-            delayed(process_chunk)(chunk, adapter, cfg) for _, _, _, chunk in tasks
-        )
-    else:
-        results = (process_chunk(chunk, adapter, cfg) for _, _, _, chunk in tasks)
-    for (key, c, nchunks, chunk), res in zip(tasks, results, strict=True):
-        bar.update(len(chunk))
+    workers = cfg.workers if len(chunks) > 1 else 1
+    results = run_tasks(process_chunk, [(part, plan.job) for *_, part in chunks],
+                        workers=workers, backend=cfg.backend, scheduler=cfg.scheduler,
+                        ray_address=cfg.ray_address, retries=cfg.retries)  # fmt: skip
+    for (key, c, nchunks, part), res in zip(chunks, results, strict=True):
+        bar.update(len(part))
         for path, reason in res.failures:
-            if failures_shown < 20:
+            if shown < 20:
                 bar.write(f"skipped {path}: {reason}")
-            failures_shown += 1
+            shown += 1
         got = pending.setdefault(key, {})
         got[c] = res
         if len(got) == nchunks:
-            parts = [got[i] for i in range(nchunks)]
-            arrays = _concat([p.arrays for p in parts])
-            marker = {
-                "params": params,
-                "failures": [list(f) for p in parts for f in p.failures],
-                "no_person": sum(p.no_person for p in parts),
-            }
-            split, k = key
-            path = shards.shard_path(out, split, k)
-            done[key] = shards.write_shard(path, arrays, {**attrs, "split": split},
-                                           compression, marker)  # fmt: skip
-            done[key].update(marker)
+            write_shard(plan, key, [got[i] for i in range(nchunks)])
             del pending[key]
     bar.close()
-    if failures_shown > 20:
-        log(f"... and {failures_shown - 20} more skipped files: see {out / shards.FAILURES}")
-    if plan and (out / shards.PAIRS).exists():
+    if shown > 20:
+        log(f"... and {shown - 20} more skipped: see {out / shards.FAILURES}")
+    if plan.todo and (out / shards.PAIRS).exists():
         (out / shards.PAIRS).unlink()
         log("note: shards changed, removed the old pairs.h5 (run `pg2kit pairs` again)")
 
-    manifest = _manifest(cfg, out, splits, done, scan_failures, attrs, frame, adapter, params)
+
+def write_shard(plan: Plan, key: tuple[str, int], parts: list[ChunkResult]) -> None:
+    """Write one shard from its chunks' results and record it as done."""
+    arrays = _concat([p.arrays for p in parts])
+    marker = {
+        "params": plan.params,
+        "failures": [list(f) for p in parts for f in p.failures],
+        "no_person": sum(p.no_person for p in parts),
+    }
+    split, k = key
+    path = shards.shard_path(plan.out, split, k)
+    entry = shards.write_shard(path, arrays, {**plan.attrs, "split": split}, plan.compression,
+                               marker)  # fmt: skip
+    plan.done[key] = {**entry, **marker}
+
+
+def write_summary(plan: Plan, t0: float, log=print) -> dict[str, Any]:
+    """failures.csv and manifest.json from the finished shards; returns the manifest."""
+    cfg, out = plan.cfg, plan.out
+    manifest = _manifest(plan)
     old = out / shards.MANIFEST
     if (out / shards.PAIRS).exists() and old.exists():  # shards unchanged: the pairs still hold
-        manifest["pairs"] = json.loads(old.read_text(encoding="utf-8")).get("pairs")
-    _write_failures(out, scan_failures, done)
+        try:
+            manifest["pairs"] = shards.load_manifest(out).get("pairs")
+        except shards.SchemaError:
+            pass
+    _write_failures(out, plan.scan_failures, plan.done)
     shards.write_manifest(out, manifest)
     manifest["elapsed_s"] = round(time.perf_counter() - t0, 2)
     if sum(s["count"] for s in manifest["splits"].values()) == 0:
@@ -458,14 +598,21 @@ def run_prepare(
     return manifest
 
 
-def _estimator_version(cfg: PrepareConfig) -> str:
-    # building the estimator only reads its settings: MediaPipe is not loaded in this process
-    from pg2kit.estimators import make_estimator
+def run_prepare(cfg: PrepareConfig, log=print, progress: bool = True) -> dict[str, Any]:
+    """Prepare `cfg.out` from `cfg.src`; returns the manifest written."""
+    t0 = time.perf_counter()
+    if cfg.dataset == "video":
+        from pg2kit.datasets.video import run_video
 
-    return make_estimator("mediapipe", **cfg.estimator_options).version
+        return run_video(cfg, log=log, progress=progress)
+    plan = plan_prepare(cfg)
+    for note in plan.notes:
+        log(f"note: {note}")
+    run_plan(plan, log=log, progress=progress)
+    return write_summary(plan, t0, log=log)
 
 
-def _drop_stale(out: Path, splits: dict[str, list[Item]], shard_size: int) -> None:
+def _drop_stale(out: Path, splits: dict[str, list], shard_size: int) -> None:
     """Remove shards beyond what the current inputs need (e.g. after fewer inputs)."""
     for p in sorted((out / shards.SHARD_DIR).glob("*.h5*")):
         stem = p.name.split(".h5")[0]
@@ -485,21 +632,26 @@ def _concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _manifest(cfg, out, splits, done, scan_failures, attrs, frame, adapter, params):
+def _manifest(plan: Plan) -> dict[str, Any]:
+    cfg, done = plan.cfg, plan.done
     split_info = {}
-    for split in splits:
+    for split in plan.splits:
         entries = sorted((k, v) for (s, k), v in done.items() if s == split)
         shard_list = [
             {key: v[key] for key in ("file", "count", "bytes", "sha256")} for _, v in entries
         ]
         split_info[split] = {
             "count": sum(s["count"] for s in shard_list),
-            "inputs": len(splits[split]),
+            "inputs": len(plan.splits[split]),
             "no_person": sum(v.get("no_person", 0) for _, v in entries),
             "skipped": sum(len(v.get("failures", [])) for _, v in entries),
             "shards": shard_list,
         }
-    prefix = getattr(adapter, "csv_prefix", None) or cfg.dataset
+    frame = plan.job.frame
+    prefix = getattr(plan.adapter, "csv_prefix", None) or cfg.dataset
+    reasons = Counter(_reason_class(r) for _, r in plan.scan_failures)
+    for v in done.values():
+        reasons.update(_reason_class(r) for _, r in v.get("failures", []))
     return {
         "schema_version": shards.SCHEMA_VERSION,
         "pg2kit_version": __version__,
@@ -508,22 +660,39 @@ def _manifest(cfg, out, splits, done, scan_failures, attrs, frame, adapter, para
         "source": str(Path(cfg.src).resolve()) if cfg.src else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "frame": {"height": frame[0], "width": frame[1], "x_offset": frame[2]},
-        "keypoints": {"source": attrs["estimator"], "version": attrs["estimator_version"]},
-        "params": params,
+        "keypoints": {
+            "source": plan.attrs["estimator"],
+            "version": plan.attrs["estimator_version"],
+        },  # fmt: skip
+        "params": plan.params,
         "splits": split_info,
-        "failures": len(scan_failures) + sum(len(v.get("failures", [])) for v in done.values()),
+        "failures": len(plan.scan_failures)
+        + sum(len(v.get("failures", [])) for v in done.values()),
+        "rejections": dict(sorted(reasons.items())),
+        "bad_coordinates": plan.bad_coordinates,
     }
 
 
+def _reason_class(reason: str) -> str:
+    """A failure reason without its specifics ('image too large: 30000x30000 ...' -> 'image too
+    large'), for the counts by reason in the summary."""
+    head = reason.split(":")[0]
+    if head.startswith("person ") and " of " in head:  # 'person 2 of 3 at (..): why'
+        head = reason.split(": ", 1)[1].split(":")[0] if ": " in reason else head
+    return " ".join(head.split()[:6])
+
+
 def _write_failures(out: Path, scan_failures, done) -> None:
+    from pg2kit.datasets.base import printable_text
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["split", "path", "reason"])
     for path, reason in scan_failures:
-        w.writerow(["", path, reason])
+        w.writerow(["", printable_text(path), printable_text(reason)])
     for (split, _), v in sorted(done.items()):
         for path, reason in v.get("failures", []):
-            w.writerow([split, path, reason])
+            w.writerow([split, printable_text(path), printable_text(reason)])
     write_text(out / shards.FAILURES, buf.getvalue())
 
 

@@ -426,7 +426,9 @@ def test_folder_crop_pads_outside_the_photo():
     out, kp, _ = ad.finalize(photo, shifted, np.ones(18, np.float32))
     _assert_on_discs(out, kp)
     assert tuple(out[0, 0]) == (0, 255, 0)
-    out_edge, kp_edge, _ = Folder(size=(256, 256)).finalize(photo, shifted, np.ones(18, np.float32))
+    out_edge, kp_edge, _ = Folder(size=(256, 256), pad="edge").finalize(
+        photo, shifted, np.ones(18, np.float32)
+    )
     assert tuple(out_edge[0, 0]) == (40, 40, 40)  # replicated border of the dark photo
     np.testing.assert_allclose(kp_edge, kp)
 

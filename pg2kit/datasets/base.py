@@ -5,9 +5,10 @@ small helpers for listing images, fitting them into a frame and clipping keypoin
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -28,7 +29,7 @@ class Record:
     """One raw image of a source dataset, before keypoint estimation."""
 
     name: str  # community file name, original extension kept; unique within its split
-    path: Path  # absolute path of the raw file
+    path: Path | None  # absolute path of the raw file (None: nothing is read, e.g. synthetic)
     rel_path: str  # path relative to the source root, '/'-separated
     split: str  # 'train' | 'test' | 'query' ...
     identity: str  # Market '0002'; DeepFashion 'id_00006370'; folder: the sub-folder name
@@ -37,6 +38,7 @@ class Record:
     frame: int = -1
     junk: bool = False
     distractor: bool = False
+    key: Any = ()  # adapter-specific: synthetic (identity, pose); video frame data
 
 
 @dataclass
@@ -96,9 +98,18 @@ def list_images(folder: Path, recursive: bool = False) -> tuple[list[Path], list
     return sorted(images), sorted(others)
 
 
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def printable_text(text: str) -> str:
+    """`text` safe to store as UTF-8: bytes that were not valid UTF-8 in a file name (Python
+    keeps them as surrogates U+DC80..U+DCFF) become %XX, e.g. b'caf\\xe9.jpg' -> 'caf%E9.jpg'."""
+    return _SURROGATE.sub(lambda m: f"%{ord(m.group()) - 0xDC00:02X}", text)
+
+
 def rel_posix(path: Path, root: Path) -> str:
-    """`path` relative to `root` with '/' separators."""
-    return path.relative_to(root).as_posix()
+    """`path` relative to `root` with '/' separators (non-UTF-8 bytes as %XX: printable_text)."""
+    return printable_text(path.relative_to(root).as_posix())
 
 
 def resize_exact(image: np.ndarray, height: int, width: int) -> np.ndarray:

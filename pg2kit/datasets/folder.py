@@ -19,12 +19,14 @@ from pg2kit.datasets.base import (
     ScanResult,
     clip_keypoints,
     list_images,
+    printable_text,
     rel_posix,
     require_dir,
     resize_exact,
 )
 from pg2kit.imageio import load_rgb
 
+PAD_MODES = ("constant", "edge", "reflect")
 HEAD = (0, 14, 15, 16, 17)  # nose, eyes, ears
 ANKLES = (10, 13)
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")  # ':' and ',' would break the CSV exports
@@ -113,7 +115,7 @@ class Folder:
     size: tuple[int, int] = (256, 256)  # stored (height, width)
     test_identities: float | tuple[str, ...] | None = None  # fraction or names held out as 'test'
     seed: int = 0  # for choosing a fraction of test identities
-    pad: str = "edge"  # how the crop is filled where it leaves the photo: 'edge' | 'constant'
+    pad: str = "constant"  # how a crop is filled where it leaves the photo (PAD_MODES)
     pad_value: tuple[int, int, int] = (255, 255, 255)  # RGB for pad='constant'
     max_side: int | None = None  # shrink loaded photos whose longer side exceeds this (px)
     name: str = "folder"
@@ -122,8 +124,8 @@ class Folder:
         h, w = self.size
         if h < 8 or w < 8:
             raise ValueError(f"size must be at least 8x8, got {self.size}")
-        if self.pad not in ("edge", "constant"):
-            raise ValueError(f"pad must be 'edge' or 'constant', got {self.pad!r}")
+        if self.pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {self.pad!r}")
         t = self.test_identities
         if isinstance(t, float | int) and not isinstance(t, bool):
             if not 0 <= t < 1:
@@ -186,7 +188,7 @@ class Folder:
                         path=path,
                         rel_path=rel_posix(path, root),
                         split=split,
-                        identity=identity,
+                        identity=printable_text(identity),
                     )
                 )
         if renamed:
@@ -236,6 +238,13 @@ class Folder:
         or heightened (centred) to the output aspect; where it leaves the photo the crop is
         padded (`pad`). Raises NoPersonError if no keypoint lies in the photo.
         """
+        out, mapped, sc, _ = self.crop(image, keypoints, scores)
+        return out, mapped, sc
+
+    def crop(
+        self, image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`finalize`, also returning the crop box float32 (x0, y0, x1, y1) in photo pixels."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 (H, W, 3) photo, got {image.dtype} {image.shape}")
         ph, pw = image.shape[:2]
@@ -266,7 +275,8 @@ class Folder:
         mapped[ok, 0] = (kp[ok, 0] - ix0 + 0.5) * sx - 0.5
         mapped[ok, 1] = (kp[ok, 1] - iy0 + 0.5) * sy - 0.5
         mapped, sc = clip_keypoints(mapped, sc, out_h, out_w)
-        return np.ascontiguousarray(out), mapped, sc
+        box = np.array([ix0, iy0, ix0 + cw, iy0 + ch], np.float32)
+        return np.ascontiguousarray(out), mapped, sc, box
 
     def _crop_padded(self, image: np.ndarray, x0: int, y0: int, w: int, h: int) -> np.ndarray:
         """image[y0:y0+h, x0:x0+w] with the parts outside the photo padded."""
@@ -278,6 +288,8 @@ class Folder:
             return region
         if self.pad == "edge":
             return cv2.copyMakeBorder(region, top, bottom, left, right, cv2.BORDER_REPLICATE)
+        if self.pad == "reflect" and min(region.shape[:2]) > 1:
+            return cv2.copyMakeBorder(region, top, bottom, left, right, cv2.BORDER_REFLECT_101)
         return cv2.copyMakeBorder(
             region, top, bottom, left, right, cv2.BORDER_CONSTANT, value=tuple(self.pad_value)
         )

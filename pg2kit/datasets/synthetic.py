@@ -148,7 +148,7 @@ def render_sample(
     height, width = _check_size(size)
     person = _identity(seed, identity)
     rng = np.random.default_rng([seed, 2, identity, pose])
-    camera = int(rng.integers(1, NUM_CAMERAS + 1))
+    camera = int(rng.integers(1, NUM_CAMERAS + 1))  # the first draw: see sample_camera
     studio = width >= 0.75 * height  # square frames look like DeepFashion: plain studio walls
 
     joints, radii, view = _pose(rng, person)
@@ -169,6 +169,72 @@ def render_sample(
         camera=camera,
     )
     return sample, labels
+
+
+def sample_camera(identity: int, pose: int, seed: int = 0) -> int:
+    """The camera `render_sample` gives (identity, pose), without drawing the figure."""
+    return int(np.random.default_rng([seed, 2, identity, pose]).integers(1, NUM_CAMERAS + 1))
+
+
+@lru_cache(maxsize=4)
+def _rendered(identity: int, pose: int, size: tuple[int, int], seed: int, split: str):
+    return render_sample(identity, pose, size=size, seed=seed, split=split)[0]
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """The built-in figures as a dataset adapter: `scan` lists them (nothing is read), `load`
+    draws one, `truth` gives its exact keypoints. Picklable; the workers do the drawing."""
+
+    num_identities: int = 40
+    num_poses: int = 8
+    size: tuple[int, int] = (128, 64)  # image (height, width)
+    seed: int = 0
+    test_fraction: float = 0.2
+    name: str = "synthetic"
+    csv_prefix: str = "synthetic"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", _check_size(self.size))
+        if not 1 <= self.num_identities <= 9999:
+            raise ValueError(f"num_identities must be in 1..9999, got {self.num_identities}")
+        if self.num_poses < 1:
+            raise ValueError(f"num_poses must be >= 1, got {self.num_poses}")
+
+    @property
+    def frame(self) -> tuple[int, int, int]:
+        return (self.size[0], self.size[1], 0)
+
+    def scan(self, src=None):
+        """Records identity by identity, pose by pose (the generation order); `key` = (id, pose)."""
+        from pg2kit.datasets.base import Record, ScanResult
+
+        result = ScanResult()
+        for index in range(1, self.num_identities + 1):
+            split = split_of(index, self.num_identities, self.test_fraction)
+            for pose in range(self.num_poses):
+                camera = sample_camera(index, pose, self.seed)
+                name = sample_name(index, camera, pose)
+                record = Record(name=name, path=None, rel_path=f"synthetic/{name}", split=split,
+                                identity=f"{index:04d}", camera=camera, key=(index, pose))  # fmt: skip
+                result.records.setdefault(split, []).append(record)
+        return result
+
+    def _sample(self, record) -> SyntheticSample:
+        index, pose = record.key
+        return _rendered(index, pose, self.size, self.seed, record.split)
+
+    def load(self, record) -> np.ndarray:
+        return self._sample(record).image
+
+    def truth(self, record) -> tuple[np.ndarray, np.ndarray]:
+        """The figure's exact keypoints (18, 2) and scores (18,)."""
+        sample = self._sample(record)
+        return sample.keypoints, sample.scores
+
+    def finalize(self, image, keypoints, scores):
+        """The drawn image is already the stored frame."""
+        return image, keypoints, scores
 
 
 # ----------------------------------------------------------------------------- identities
