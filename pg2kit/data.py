@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
@@ -25,6 +24,7 @@ __all__ = [
     "SplitInfo",
     "inspect_split",
     "make_loader",
+    "map_settings",
     "pose_input",
     "to_device",
 ]
@@ -50,8 +50,8 @@ class SplitInfo:
 def inspect_split(root: str | Path, split: str = "train") -> SplitInfo:
     """Validate a prepared folder for training and describe `split`; DataError if unusable.
 
-    Checks: manifest and shard schema version, pairs.h5 with this split, pair ids in range,
-    the datasets the trainer reads, one frame size for all shards.
+    Checks (through pg2kit.shards): manifest and shard schema version, pairs.h5 with this
+    split, pair ids in range, the datasets the trainer reads, one frame size for all shards.
     """
     root = Path(root)
     if not root.is_dir():
@@ -63,44 +63,96 @@ def inspect_split(root: str | Path, split: str = "train") -> SplitInfo:
         raise DataError(str(e)) from None
     if not paths:
         raise DataError(f"{root}: split {split!r} has no shards")
-    pairs_path = root / shards.PAIRS
-    if not pairs_path.exists():
-        raise DataError(f"{root}: no {shards.PAIRS}; run `pg2kit pairs {root}` first")
-    frame = None
     for p in paths:
         if not p.exists():
             raise DataError(f"{p}: listed in the manifest but missing")
-        with h5py.File(p, "r") as f:
-            version = f.attrs.get("schema_version")
-            if version != shards.SCHEMA_VERSION:
-                raise DataError(
-                    f"{p}: schema version {version}, this pg2kit reads version "
-                    f"{shards.SCHEMA_VERSION}; re-run `pg2kit prepare --overwrite`"
-                )
-            for key in ("image", "keypoints", "mask"):
-                if key not in f:
-                    raise DataError(f"{p}: no dataset {key!r}")
-            hw = tuple(f["image"].shape[1:3])
-            if f["image"].shape[3:] != (3,) or f["keypoints"].shape[1:] != (18, 2):
+    if not (root / shards.PAIRS).exists():
+        raise DataError(f"{root}: no {shards.PAIRS}; run `pg2kit pairs {root}` first")
+    attrs = _split_attrs(root, split)
+    version = attrs.get("schema_version")
+    if version != shards.SCHEMA_VERSION:
+        raise DataError(
+            f"{paths[0]}: schema version {version}, this pg2kit reads version "
+            f"{shards.SCHEMA_VERSION}; re-run `pg2kit prepare --overwrite`"
+        )
+    # first sample of every shard: datasets present, shapes, one frame for the split
+    reader = shards.SplitReader(root, split)
+    frame = None
+    try:
+        for k, p in enumerate(paths):
+            first = [int(reader.offsets[k])]
+            try:
+                image = reader.read("image", first)
+                kp = reader.read("keypoints", first)
+                reader.read("mask", first)
+            except KeyError as e:
+                raise DataError(f"{p}: no dataset {e}") from None
+            except (OSError, ValueError) as e:
+                raise DataError(f"{p}: cannot read ({e})") from None
+            if image.shape[3:] != (3,) or kp.shape[1:] != (18, 2):
                 raise DataError(f"{p}: image or keypoints of unexpected shape")
+            hw = tuple(image.shape[1:3])
             if frame is None:
                 frame = hw
             elif hw != frame:
                 raise DataError(f"{p}: frame {hw} differs from the split's first shard {frame}")
-    n = sum(s["count"] for s in manifest["splits"][split]["shards"])
-    with h5py.File(pairs_path, "r") as f:
-        if split not in f:
-            raise DataError(f"{pairs_path}: no pairs for split {split!r} (have: {', '.join(f)})")
-        ds = f[split]
-        if ds.ndim != 2 or ds.shape[1] != 2:
-            raise DataError(f"{pairs_path}: /{split} has shape {ds.shape}, expected (P, 2)")
-        pairs = ds[...]
+    finally:
+        reader.close()
+    n = len(reader)
+    pairs = _read_pairs(root, split)
     if len(pairs) == 0:
-        raise DataError(f"{pairs_path}: split {split!r} has no pairs")
+        raise DataError(f"{root / shards.PAIRS}: split {split!r} has no pairs")
     if pairs.min() < 0 or pairs.max() >= n:
-        raise DataError(f"{pairs_path}: pair ids outside 0..{n - 1} (stale pairs? re-run pairs)")
+        raise DataError(
+            f"{root / shards.PAIRS}: pair ids outside 0..{n - 1} (stale pairs? re-run pairs)"
+        )
     h, w = frame
     return SplitInfo(root, split, h, w, n, len(pairs), n * h * w * 4)
+
+
+def _split_attrs(root: Path, split: str) -> dict:
+    try:
+        return shards.shard_attrs(root, split)
+    except shards.SchemaError as e:
+        raise DataError(str(e)) from None
+    except OSError as e:
+        raise DataError(f"{root}: cannot read the first shard of {split!r} ({e})") from None
+
+
+def _read_pairs(root: Path, split: str) -> np.ndarray:
+    from pg2kit.pairs import read_pair_index
+
+    try:
+        pairs = read_pair_index(root, split)
+    except (FileNotFoundError, KeyError) as e:
+        raise DataError(str(e).strip("'\"")) from None
+    except OSError as e:
+        raise DataError(f"{root / shards.PAIRS}: cannot read ({e})") from None
+    if pairs.ndim != 2 or pairs.shape[1] != 2:
+        raise DataError(f"{root / shards.PAIRS}: /{split} has shape {pairs.shape}, expected (P, 2)")
+    return pairs
+
+
+MAP_DEFAULTS = {"kind": "disk", "radius": 4, "sigma": 6.0}
+
+
+def map_settings(root: str | Path, split: str = "train") -> tuple[dict, dict]:
+    """Pose-map kind, radius and sigma the folder was prepared with, and where each came from.
+
+    Returns ({"kind", "radius", "sigma"}, {same keys: "data" or "default"}); "default" (PG2's
+    disk, 4, 6.0) for folders whose shards do not record the value.
+    """
+    attrs = _split_attrs(Path(root), split)
+    values, origin = {}, {}
+    for key, cast in (("kind", str), ("radius", int), ("sigma", float)):
+        v = attrs.get(f"map_{key}")
+        if isinstance(v, bytes):
+            v = v.decode()
+        values[key] = cast(v) if v is not None else MAP_DEFAULTS[key]
+        origin[key] = "data" if v is not None else "default"
+    if values["kind"] not in ("disk", "gaussian"):
+        raise DataError(f"{root}: unknown map_kind {values['kind']!r} in the shard attributes")
+    return values, origin
 
 
 def _total_ram() -> int:
@@ -125,8 +177,7 @@ class PairBatches(torch.utils.data.Dataset):
     def __init__(self, root: str | Path, split: str = "train", in_memory: bool | None = None):
         self.info = inspect_split(root, split)
         self.root, self.split = Path(root), split
-        with h5py.File(self.root / shards.PAIRS, "r") as f:
-            self.pairs = f[split][...].astype(np.int64)  # (P, 2) global sample ids
+        self.pairs = _read_pairs(self.root, split)  # (P, 2) global sample ids
         if in_memory is None:  # auto: up to a quarter of the RAM
             in_memory = self.info.image_bytes <= _total_ram() // 4
         self.in_memory = in_memory
@@ -155,8 +206,32 @@ class PairBatches(torch.utils.data.Dataset):
                 "keypoints"
             ].astype(np.float32)
         if self.in_memory and self._arrays is None:
-            self._arrays = shards.read_split_fields(self.root, self.split, ["image", "mask"])
+            self._arrays = self._read_whole(("image", "mask"))
         return self
+
+    def _read_whole(self, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+        """Whole fields of the split, filled shard by shard into preallocated arrays.
+
+        Peak memory is the arrays plus one shard (concatenating per-shard parts would hold
+        the split twice).
+        """
+        reader = shards.SplitReader(self.root, self.split)
+        out: dict[str, np.ndarray] = {}
+        try:
+            bounds = reader.offsets
+            for k in range(len(bounds) - 1):
+                lo, hi = int(bounds[k]), int(bounds[k + 1])
+                if hi == lo:
+                    continue
+                for field in fields:
+                    part = reader.read(field, np.arange(lo, hi))  # one contiguous slice read
+                    if field not in out:
+                        out[field] = np.empty((len(reader), *part.shape[1:]), part.dtype)
+                    out[field][lo:hi] = part
+                    del part
+        finally:
+            reader.close()
+        return out
 
     def _read(self, field: str, ids: np.ndarray) -> np.ndarray:
         if self._arrays is not None:
