@@ -13,6 +13,7 @@ from pg2kit.commands.inspect import inspect
 from pg2kit.commands.pairs import pairs
 from pg2kit.commands.prepare import prepare
 from pg2kit.commands.train import train
+from pg2kit.commands.verify import verify
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -29,7 +30,7 @@ def cli() -> None:
     """
 
 
-for command in (prepare, pairs, export, inspect, train):
+for command in (prepare, pairs, export, inspect, train, verify):
     cli.add_command(command)
 
 

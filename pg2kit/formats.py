@@ -16,7 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from pg2kit.atomic import write_text
-from pg2kit.keypoints import MISSING, NUM_KEYPOINTS, empty_keypoints, present
+from pg2kit.keypoints import (
+    MAX_COORD,
+    MISSING,
+    NUM_KEYPOINTS,
+    empty_keypoints,
+    present,
+    sanitize_keypoints,
+)
 
 DEFGAN_HEADER_YX = "name:keypoints_y:keypoints_x"
 DEFGAN_HEADER_XY = "name:keypoints_x:keypoints_y"  # old files stored x first
@@ -39,10 +46,15 @@ class FormatError(ValueError):
 
 @dataclass
 class AnnotationTable:
-    """Rows of a Def-GAN annotation CSV: names (N,) and keypoints (N, 18, 2) float32 (x, y)."""
+    """Rows of a Def-GAN annotation CSV: names (N,) and keypoints (N, 18, 2) float32 (x, y).
+
+    dropped: keypoints read as missing because a coordinate was non-finite or absurd
+    (|v| > MAX_COORD pixels), for the caller to report.
+    """
 
     names: list[str]
     keypoints: np.ndarray
+    dropped: int = 0
 
     def __len__(self) -> int:
         return len(self.names)
@@ -74,8 +86,10 @@ def _parse_defgan_row(path: Path, lineno: int, line: str) -> tuple[str, list, li
             raise FormatError(f"{where}: list has {len(values)} values, expected {NUM_KEYPOINTS}")
         for v in values:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise FormatError(f"{where}: non-numeric value {v!r}")
-        lists.append(values)
+                raise FormatError(f"{where}: non-numeric value {str(v)[:40]!r}")
+        # huge integers (400 digits) do not fit a float: absurd, read as NaN -> missing
+        lists.append([v if isinstance(v, float) or abs(v) <= MAX_COORD else float("nan")
+                      for v in values])  # fmt: skip
     return name, lists[0], lists[1]
 
 
@@ -134,11 +148,13 @@ def _fast_parse(rows: list[tuple[int, str]]) -> tuple[list[str], np.ndarray | No
 def read_defgan_annotations(path: str | Path) -> AnnotationTable:
     """Read a Def-GAN/PATN annotation CSV (header `name:keypoints_y:keypoints_x` or x-first).
 
-    Raises FormatError naming the file and 1-based line for any malformed header or row.
+    Raises FormatError naming the file and 1-based line for any malformed header or row, and
+    naming both lines for a name given twice. A UTF-8 byte-order mark is accepted. Non-finite or
+    absurd coordinates (|v| > 1e6) are read as missing and counted in `dropped`.
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise FormatError(f"{path}: not UTF-8 text ({e.reason})") from None
     lines = text.splitlines()
@@ -161,12 +177,18 @@ def read_defgan_annotations(path: str | Path) -> AnnotationTable:
         names = [r[0] for r in parsed]
         values = np.array([[r[1], r[2]] for r in parsed], np.float64).reshape(-1, NUM_KEYPOINTS)
 
-    values = values.reshape(len(rows), 2, NUM_KEYPOINTS).astype(np.float32)
+    seen: dict[str, int] = {}
+    for (lineno, _), name in zip(rows, names, strict=True):
+        first_line = seen.setdefault(name, lineno)
+        if first_line != lineno:
+            raise FormatError(f"{path}, lines {first_line} and {lineno}: name {name!r} given twice")
+
+    values = values.reshape(len(rows), 2, NUM_KEYPOINTS).astype(np.float64)
     first, second = values[:, 0], values[:, 1]
     y, x = (first, second) if y_first else (second, first)
-    keypoints = np.stack([x, y], axis=-1)  # (N, 18, 2) x, y
+    keypoints, dropped = sanitize_keypoints(np.stack([x, y], axis=-1))  # (N, 18, 2) x, y
     keypoints[~present(keypoints)] = MISSING  # one missing coordinate makes the point missing
-    return AnnotationTable(names=names, keypoints=keypoints)
+    return AnnotationTable(names=names, keypoints=keypoints, dropped=dropped)
 
 
 def _int_coords(keypoints: np.ndarray) -> np.ndarray:
@@ -204,9 +226,9 @@ def write_defgan_annotations(path: str | Path, names: Sequence[str], keypoints: 
 
 
 def read_pairs_csv(path: str | Path) -> list[tuple[str, str]]:
-    """Read a pairs CSV (header `from,to`) into a list of (source name, target name)."""
+    """Read a pairs CSV (header `from,to`; a UTF-8 BOM is accepted) into (source, target) names."""
     path = Path(path)
-    with open(path, encoding="utf-8", newline="") as f:
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None or [h.strip() for h in header] != ["from", "to"]:
@@ -243,13 +265,16 @@ def read_openpose_json(
     Accepts BODY_25 (75 values) and COCO-18 (54 values) in `pose_keypoints_2d` (or the older
     `pose_keypoints`). The best person has the highest mean confidence over its present parts
     (ties: more parts, then the first). Parts with confidence 0, and with `width`/`height` given
-    parts outside the image [0, width) x [0, height), are missing. No people: all missing.
+    parts outside the image [0, width) x [0, height), are missing, and so are non-finite or
+    absurd (|v| > 1e6) coordinates. No people: all missing. Anything malformed: FormatError.
     """
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FormatError(f"{path}: not valid JSON ({e})") from None
+        doc = json.loads(path.read_text(encoding="utf-8-sig"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise FormatError(f"{path}: not valid JSON ({str(e)[:80]})") from None
+    except OSError as e:
+        raise FormatError(f"{path}: cannot read ({e.strerror})") from None
     people = doc.get("people") if isinstance(doc, dict) else None
     if not isinstance(people, list):
         raise FormatError(f"{path}: no 'people' list (is this an OpenPose keypoint JSON?)")
@@ -257,13 +282,20 @@ def read_openpose_json(
     best = empty_keypoints()
     best_key = (-1.0, -1)
     for k, person in enumerate(people):
+        if not isinstance(person, dict):
+            raise FormatError(f"{path}: person {k} is not a JSON object")
         flat = person.get("pose_keypoints_2d", person.get("pose_keypoints"))
         if flat is None:
             raise FormatError(f"{path}: person {k} has no 'pose_keypoints_2d'")
+        if not isinstance(flat, list):
+            raise FormatError(f"{path}: person {k}: 'pose_keypoints_2d' is not a list")
         if len(flat) == 0:
             continue  # OpenPose writes an empty list when the body model was off
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in flat):
+            raise FormatError(f"{path}: person {k}: keypoints are not x,y,c numbers")
+        flat = [v if isinstance(v, float) or abs(v) <= MAX_COORD else float("nan") for v in flat]
         try:
-            arr = np.asarray(flat, np.float32).reshape(-1, 3)
+            arr = np.asarray(flat, np.float64).reshape(-1, 3)
         except ValueError:
             raise FormatError(f"{path}: person {k}: keypoints are not x,y,c numbers") from None
         if len(arr) == 25:
@@ -272,8 +304,9 @@ def read_openpose_json(
             raise FormatError(
                 f"{path}: person {k} has {len(flat)} values; expected 75 (BODY_25) or 54 (COCO-18)"
             )
-        kp, conf = arr[:, :2].copy(), arr[:, 2].copy()
-        ok = conf > 0
+        kp, conf = arr[:, :2].copy(), np.nan_to_num(arr[:, 2], nan=0.0, posinf=0.0, neginf=0.0)
+        with np.errstate(invalid="ignore"):
+            ok = (conf > 0) & np.isfinite(kp).all(axis=1) & (np.abs(kp) <= MAX_COORD).all(axis=1)
         if width is not None:
             ok &= (kp[:, 0] >= 0) & (kp[:, 0] < width)
         if height is not None:

@@ -10,6 +10,8 @@ import numpy as np
 
 NUM_KEYPOINTS = 18
 MISSING = -1.0
+# coordinates beyond this (pixels) are absurd for any image pg2kit stores: imported as missing
+MAX_COORD = 1e6
 
 KEYPOINT_NAMES = (
     "nose",
@@ -69,6 +71,16 @@ def present(keypoints: np.ndarray) -> np.ndarray:
     """Boolean mask (..., 18) of keypoints that are present (both coordinates >= 0)."""
     kp = np.asarray(keypoints)
     return (kp[..., 0] >= 0) & (kp[..., 1] >= 0)
+
+
+def sanitize_keypoints(keypoints: np.ndarray) -> tuple[np.ndarray, int]:
+    """(..., 18, 2) keypoints with non-finite or absurd (|v| > MAX_COORD) points made missing,
+    and the number of points so dropped. Use on every imported coordinate (CSV, JSON)."""
+    kp = np.array(keypoints, np.float64, copy=True)
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(kp) & (np.abs(kp) <= MAX_COORD)).all(axis=-1)
+    kp[bad] = MISSING
+    return kp.astype(np.float32), int(bad.sum())
 
 
 def flip_keypoints(keypoints: np.ndarray, width: int) -> np.ndarray:

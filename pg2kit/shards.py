@@ -69,6 +69,10 @@ class PreparedError(ValueError):
 SchemaError = PreparedError  # the older name; `except SchemaError` keeps working
 
 
+class MissingDatasetError(PreparedError):
+    """A shard lacks a dataset the reader asked for."""
+
+
 class PreparedIndexError(PreparedError, IndexError):
     """A sample or pair id outside its split."""
 
@@ -476,6 +480,9 @@ def _open_shard(path: Path, count: int | None, fields: Sequence[str] = ()) -> h5
             "re-run `pg2kit prepare`"
         ) from None
     try:
+        for key in fields:
+            if key not in f:
+                raise MissingDatasetError(f"{path}: no dataset {key!r}")
         for problem in _dataset_problems(f, path, count, fields):
             raise PreparedError(problem)
     except BaseException:
@@ -596,7 +603,7 @@ class SplitReader:
             uniq, inverse = np.unique(idx[order], return_inverse=True)
             f = self._file(int(k))
             if field not in f:
-                raise PreparedError(f"{self.paths[int(k)]}: no dataset {field!r}")
+                raise MissingDatasetError(f"{self.paths[int(k)]}: no dataset {field!r}")
             ds, path = f[field], self.paths[int(k)]
             if uniq[-1] - uniq[0] + 1 == len(uniq):  # a contiguous run: one slice read
                 values = _decode(_read_dataset(ds, path, field, slice(uniq[0], uniq[-1] + 1)))
@@ -859,6 +866,7 @@ __all__ = [
     "PAIRS",
     "SCHEMA_VERSION",
     "SHARD_DIR",
+    "MissingDatasetError",
     "PairsMissingError",
     "PreparedError",
     "PreparedIndexError",

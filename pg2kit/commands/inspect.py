@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from pg2kit.commands.common import friendly_errors
+
 
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("prepared", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -22,6 +24,7 @@ import click
     "--seed", type=int, default=0, show_default=True, metavar="N", help="Which records are sampled."
 )
 @click.option("--no-pictures", is_flag=True, help="Print the table only.")
+@friendly_errors
 def inspect(prepared, samples, seed, no_pictures):
     """Show what PREPARED holds: a table of the manifest and a contact sheet PNG.
 
@@ -34,12 +37,9 @@ def inspect(prepared, samples, seed, no_pictures):
       pg2kit inspect prepared/market -n 24
     """
     from pg2kit.report import contact_sheet, manifest_table
-    from pg2kit.shards import PAIRS, SchemaError, load_manifest
+    from pg2kit.shards import PAIRS, load_manifest
 
-    try:
-        manifest = load_manifest(prepared)
-    except SchemaError as e:
-        raise click.ClickException(str(e)) from None
+    manifest = load_manifest(prepared)  # a damaged folder: one line (friendly_errors)
     click.echo(manifest_table(manifest))
     if no_pictures:
         return

@@ -9,6 +9,7 @@ import click
 import numpy as np
 
 from pg2kit import pairs as P
+from pg2kit.commands.common import friendly_errors
 from pg2kit.formats import FormatError, read_defgan_annotations, write_pairs_csv
 
 REQUIRED = ("name", "keypoints", "identity")
@@ -54,36 +55,63 @@ def _pairs_from_annotations(
     click.echo(f"{split}: {len(pairs)} pairs from {len(names)} annotation rows -> {output}")
 
 
-def _pairs_of_folder(root: Path, dataset: str | None, protocol: str, opts: dict) -> None:
-    from pg2kit.shards import SchemaError, list_splits, read_split_fields, shard_attrs
+def _no_pairs_reason(f: dict, keep: np.ndarray, protocol: str, opts: dict) -> str:
+    """Why a split with samples got no pairs, in words a user can act on."""
+    ids = np.asarray(f["identity"])[keep]
+    _, per_id = np.unique(ids, return_counts=True) if len(ids) else (None, np.zeros(0, int))
+    multi = int((per_id >= 2).sum())
+    text = f"{len(f['name'])} samples, {len(per_id)} identities, {multi} with two or more images"
+    if multi == 0:
+        return text + " (a pair needs two images of one identity)"
+    if opts.get("cross_camera"):
+        return text + "; no identity has images from two different known cameras (--cross-camera)"
+    if protocol == "defgan":
+        return text + "; Def-GAN pairs need both shoulders and both hips in both images"
+    if protocol == "custom":
+        return text + "; the custom filters (--min-keypoints, --require-torso, --min-pose-diff) "
+        "removed every pair"
+    return text
 
-    try:
-        splits = list_splits(root)
-    except SchemaError as e:
-        raise click.ClickException(str(e)) from None
+
+def _pairs_of_folder(root: Path, dataset: str | None, protocol: str, opts: dict) -> None:
+    from pg2kit.shards import (
+        MissingDatasetError,
+        list_splits,
+        read_split_fields,
+        shard_attrs,
+        write_pairs,
+    )
+
+    splits = list_splits(root)  # a damaged folder: PreparedError, one line (friendly_errors)
     result: dict[str, np.ndarray] = {}
     kinds: dict[str, str] = {}
+    empty: dict[str, str] = {}
     for split in splits:
-        try:
-            f = read_split_fields(root, split, REQUIRED)
-            attrs = shard_attrs(root, split)
-        except SchemaError as e:
-            raise click.ClickException(str(e)) from None
+        f = read_split_fields(root, split, REQUIRED)
         n = len(f["name"])
+        if n == 0:
+            result[split] = np.zeros((0, 2), np.int64)
+            continue
+        attrs = shard_attrs(root, split)
         for key, default in OPTIONAL.items():  # every schema-1 shard has them; be lenient
             try:
                 f[key] = read_split_fields(root, split, [key])[key]
-            except SchemaError:
+            except MissingDatasetError:
                 f[key] = np.full(n, default)
         kind = dataset or str(attrs.get("dataset", "other"))
         kinds[split] = kind
         names = [str(n) for n in f["name"]]
         keep = ~(f["junk"].astype(bool) | f["distractor"].astype(bool))
+        if opts.get("cross_camera") and not (np.asarray(f["camera"])[keep] >= 0).any():
+            raise click.ClickException(
+                f"split {split}: --cross-camera needs camera numbers, but every sample's camera "
+                f"is unknown (-1; photos in folders carry none); leave out --cross-camera"
+            )
         try:
             if protocol == "defgan":
                 if kind in ("market1501", "deepfashion"):
                     pairs = P.defgan_pairs(names, f["keypoints"], kind, split)
-                else:  # folder identity, no junk rule
+                else:  # folder/video identity (a video track is its own identity), no junk rule
                     pairs = P.defgan_pairs(names, f["keypoints"], "other", split, f["identity"])
             elif protocol == "pg2":
                 cap = opts["test_pairs"] if split == "test" and opts["test_pairs"] > 0 else None
@@ -109,8 +137,17 @@ def _pairs_of_folder(root: Path, dataset: str | None, protocol: str, opts: dict)
         result[split] = pairs
         n_ids = len(np.unique(np.asarray(f["identity"])[np.unique(pairs)])) if len(pairs) else 0
         click.echo(f"{split}: {len(pairs)} pairs over {n_ids} identities ({len(names)} samples)")
+        if len(pairs) == 0:
+            empty[split] = _no_pairs_reason(f, keep, protocol, opts)
+    if empty and ("train" in empty or not any(len(p) for p in result.values())):
+        split = "train" if "train" in empty else next(iter(empty))
+        raise click.ClickException(
+            f"split {split}: no pairs: {empty[split]}; nothing written (train would fail)"
+        )
+    for split, reason in empty.items():
+        click.echo(f"warning: split {split}: no pairs: {reason}", err=True)
     params = {"dataset": kinds, **(opts if protocol != "defgan" else {})}
-    path = P.write_pair_index(root, result, protocol, params)
+    path = write_pairs(root, result, protocol, params)
     click.echo(f"wrote {path}")
 
 
@@ -167,7 +204,8 @@ def _pairs_of_folder(root: Path, dataset: str | None, protocol: str, opts: dict)
     is_flag=True,
     default=False,
     show_default=True,
-    help="pg2/custom: only pairs whose cameras differ (unknown cameras never differ).",
+    help="pg2/custom: only pairs whose cameras differ; an error when every camera is unknown "
+    "(-1, e.g. photo folders).",
 )
 @click.option(
     "--test-pairs",
@@ -215,6 +253,7 @@ def _pairs_of_folder(root: Path, dataset: str | None, protocol: str, opts: dict)
     metavar="N",
     help="Seed of the pg2/custom random choices (Def-GAN's sampling is fixed by its protocol).",
 )
+@friendly_errors
 def pairs(
     out: Path | None,
     protocol: str,
@@ -230,7 +269,12 @@ def pairs(
     max_per_identity: int,
     seed: int,
 ) -> None:
-    """Mine (source, target) pairs of the prepared folder OUT into OUT/pairs.h5."""
+    """Mine (source, target) pairs of the prepared folder OUT into OUT/pairs.h5.
+
+    Pairs join two images of one identity (a video track is its own identity, so video pairs
+    stay within their track). A train split without any pair is an error (exit code 1, nothing
+    written) that says why; another split without pairs is a warning.
+    """
     ctx = click.get_current_context()
     for name, protocols in PROTOCOL_OPTIONS.items():
         given = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
