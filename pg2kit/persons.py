@@ -1,0 +1,636 @@
+"""Find every person in an RGB image and estimate each one's keypoints on their own crop.
+
+Detector: BlazePose's own SSD person detector (`pose_detection.tflite` inside the mediapipe wheel,
+run with the `ai-edge-litert` interpreter) over a pyramid of overlapping tiles. Keypoints: the
+MediaPipeEstimator on a crop around each detected person, mapped back to source pixels, then
+quality gates (size, frame edge, occlusion, keypoints/detector agreement) set `Person.reason`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from pg2kit.keypoints import NUM_KEYPOINTS
+
+DETECTOR_INPUT = 224  # the detector's square input side (pixels)
+# Detector output: 12 values per anchor = face box (cx, cy, w, h) + 4 keypoints (x, y):
+# 0 mid-hip, 1 a point beyond the head whose distance to the hip gives the body's size and
+# rotation (MediaPipe's full-body ROI is a square of side 2 * |kp1 - kp0| around the hip),
+# 2 mid-shoulder, 3 the upper-body size point.
+_STRIDES = ((8, 2), (16, 2), (32, 6))  # (stride, anchors per cell): 28*28*2 + 14*14*2 + 7*7*6
+TORSO_KEYPOINTS = (2, 5, 8, 11)  # shoulders and hips (COCO-18)
+DUPLICATE = "duplicate:"  # reason prefix of a second detection of the same person
+
+
+def _model_path() -> str:
+    import mediapipe
+
+    path = os.path.join(
+        os.path.dirname(mediapipe.__file__), "modules", "pose_detection", "pose_detection.tflite"
+    )
+    if not os.path.isfile(path):
+        raise RuntimeError(f"BlazePose detector model not found in the mediapipe wheel: {path}")
+    return path
+
+
+def detector_anchors() -> np.ndarray:
+    """SSD anchor centres (2254, 2) in [0, 1] input coordinates, in the model's output order."""
+    out = []
+    for stride, per_cell in _STRIDES:
+        fm = DETECTOR_INPUT // stride
+        ys, xs = np.meshgrid((np.arange(fm) + 0.5) / fm, (np.arange(fm) + 0.5) / fm, indexing="ij")
+        centres = np.stack([xs.ravel(), ys.ravel()], axis=1)
+        out.append(np.repeat(centres, per_cell, axis=0))
+    return np.concatenate(out).astype(np.float32)
+
+
+@dataclass
+class Person:
+    """One person in a source image; all coordinates in source-image pixels."""
+
+    box: np.ndarray  # float32 (4,) x0, y0, x1, y1: whole-body extent
+    score: float  # detector score in [0, 1]
+    keypoints: np.ndarray | None = None  # (18, 2) float32 COCO-18, -1 missing
+    scores: np.ndarray | None = None  # (18,) float32
+    reason: str | None = None  # None = accepted, else a one-line rejection reason
+    hip: np.ndarray | None = None  # float32 (2,) detector's mid-hip point
+    size: float = 0.0  # detector's body radius |kp1 - kp0| (pixels)
+    detector_box: np.ndarray | None = None  # float32 (4,) box from the detector alone
+
+    @property
+    def accepted(self) -> bool:
+        return self.reason is None and self.keypoints is not None
+
+    @property
+    def height(self) -> float:
+        return float(self.box[3] - self.box[1])
+
+
+@dataclass(frozen=True)
+class FinderConfig:
+    """Picklable settings of PersonFinder (defaults measured in bench/multiperson.py)."""
+
+    # Detector score above which a candidate is kept (after merging tiles); the keypoint gates
+    # reject what the low threshold lets through.
+    min_score: float = 0.3
+    # Smallest person height (px) the tile pyramid is built to find; smaller tiles cost time.
+    smallest_person_px: int = 64
+    # Person height as a fraction of the tile side where the detector works best.
+    tile_person_fraction: float = 0.35
+    # Tile side ratio between pyramid levels.
+    tile_growth: float = 2.0
+    # Tiles overlap so a person up to this fraction of the tile side fits whole in one tile.
+    tile_overlap: float = 0.45
+    # Also run each tile mirrored (better recall, twice the detector time).
+    flip: bool = False
+    # Candidates whose body boxes overlap more than this (IoU) are one person.
+    nms_iou: float = 0.4
+    # A tile's candidate counts only if its body box is inside the tile (give or take this share
+    # of its height) and no taller than max_tile_fraction of the tile side.
+    tile_slack: float = 0.1
+    max_tile_fraction: float = 0.8
+    # Body box from the detector's hip point and size r: top at hip - top*r, bottom at
+    # hip + bottom*r, half-width half_width*r.
+    top: float = 1.0
+    bottom: float = 0.75
+    half_width: float = 0.4
+    # Gates.
+    min_person_px: int = 96  # minimum person height (px) to be accepted
+    max_overlap: float = 0.3  # largest share of a person's box covered by another person's
+    edge_tolerance: float = 0.05  # share of box height allowed outside the frame
+    min_torso_keypoints: int = 3  # of shoulders and hips
+    min_inside: float = 0.8  # share of keypoints inside the (widened) detector box
+    max_hip_offset: float = 0.5  # hip distance, estimate vs detector, in body radii
+    # Crop given to the estimator: detector box widened by this share of its height per side.
+    estimate_margin: float = 0.15
+    estimator_options: dict = field(default_factory=dict)
+    num_threads: int = 1
+
+    def tag(self) -> str:
+        import hashlib
+
+        return hashlib.sha1(repr(sorted(asdict(self).items())).encode()).hexdigest()[:8]
+
+
+class PersonFinder:
+    """Detect every person, then estimate keypoints per person on its own crop, then gate.
+
+    Pickling keeps only the configuration; the detector and estimator load lazily in each worker.
+    """
+
+    def __init__(self, config: FinderConfig | None = None, **options: Any) -> None:
+        self.config = replace(config or FinderConfig(), **options)
+        self._interp = None
+        self._estimator = None
+        self._anchors = detector_anchors()
+
+    # ---- detector ---------------------------------------------------------------------------
+
+    def _detector(self):
+        if self._interp is None:
+            try:
+                from ai_edge_litert.interpreter import Interpreter
+            except ImportError as e:  # pragma: no cover - depends on the environment
+                raise RuntimeError(
+                    "person detection needs the ai-edge-litert package (pip install ai-edge-litert)"
+                ) from e
+            from pg2kit.estimators import _quiet_stderr
+
+            with _quiet_stderr():
+                it = Interpreter(model_path=_model_path(), num_threads=self.config.num_threads)
+                it.allocate_tensors()
+            outs = {d["name"]: d["index"] for d in it.get_output_details()}
+            self._io = (it.get_input_details()[0]["index"], outs["Identity"], outs["Identity_1"])
+            self._interp = it
+        return self._interp
+
+    def _run_detector(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A (224, 224, 3) uint8 tile -> raw decoded (2254, 12) in [0, 1] units and scores."""
+        it = self._detector()
+        inp, o_reg, o_score = self._io
+        it.set_tensor(inp, (tile.astype(np.float32) / 127.5 - 1.0)[None])
+        with _quiet():
+            it.invoke()
+        raw = it.get_tensor(o_reg)[0] / DETECTOR_INPUT
+        logits = np.clip(it.get_tensor(o_score)[0, :, 0], -80, 80)
+        scores = 1.0 / (1.0 + np.exp(-logits))
+        raw[:, 0::2] += self._anchors[:, :1]
+        raw[:, 1::2] += self._anchors[:, 1:]
+        raw[:, 2:4] -= self._anchors  # width and height are not offsets from the anchor
+        return raw, scores
+
+    def tiles(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """Square tiles (x0, y0, side) of the pyramid for an image of this size."""
+        cfg = self.config
+        longest = max(height, width)
+        # people from ~0.23 to ~0.45 of a tile's side are found well (bench/multiperson.py)
+        side = max(32, int(round(cfg.smallest_person_px / cfg.tile_person_fraction)))
+        sides = []
+        while side < longest * 0.8:
+            sides.append(side)
+            side = int(round(side * cfg.tile_growth))
+        sides.append(longest)
+        out = []
+        for s in sides:
+            if s >= longest:
+                out.append((0, 0, longest))  # letterboxed whole image
+                continue
+            stride = max(1, int(s * (1 - cfg.tile_overlap)))
+            xs = _starts(width, s, stride)
+            ys = _starts(height, s, stride)
+            out.extend((x, y, s) for y in ys for x in xs)
+        return out
+
+    def detect(self, image: np.ndarray) -> list[Person]:
+        """Detector only: every person candidate (box, score, hip, size), no keypoints."""
+        import cv2
+
+        from pg2kit.estimators import _as_rgb
+
+        image = _as_rgb(image)
+        h, w = image.shape[:2]
+        cfg = self.config
+        cands = []  # rows: score, hip x, hip y, top x, top y
+        for x0, y0, s in self.tiles(h, w):
+            region = image[y0 : y0 + s, x0 : x0 + s]
+            rh, rw = region.shape[:2]
+            canvas = np.zeros((s, s, 3), np.uint8)
+            # centre the part that lies in the image (the whole-image tile is letterboxed)
+            ox, oy = (s - rw) // 2 if s == max(h, w) else 0, (s - rh) // 2 if s == max(h, w) else 0
+            canvas[oy : oy + rh, ox : ox + rw] = region
+            interp = cv2.INTER_AREA if s > DETECTOR_INPUT else cv2.INTER_LINEAR
+            tile = cv2.resize(canvas, (DETECTOR_INPUT, DETECTOR_INPUT), interpolation=interp)
+            for flip in (False, True) if cfg.flip else (False,):
+                raw, sc = self._run_detector(np.ascontiguousarray(tile[:, ::-1]) if flip else tile)
+                keep = sc > cfg.min_score
+                if not keep.any():
+                    continue
+                d = raw[keep]
+                if flip:
+                    d[:, 0::2] = 1.0 - d[:, 0::2]
+                    d[:, 2] = raw[keep, 2]
+                pts = d[:, 4:8] * s  # hip (x, y), size point (x, y) in tile pixels
+                # keep people whose body lies inside the tile at a size the detector handles
+                # (a tile that cuts a person, or zooms on a part of one, yields garbage)
+                r = np.linalg.norm(pts[:, 2:4] - pts[:, 0:2], axis=1)
+                tall = (cfg.top + cfg.bottom) * r
+                inside = (
+                    (pts[:, 1] - cfg.top * r >= -cfg.tile_slack * tall + oy)
+                    & (pts[:, 1] + cfg.bottom * r <= rh + oy + cfg.tile_slack * tall)
+                    & (pts[:, 0] - cfg.half_width * r >= -cfg.tile_slack * tall + ox)
+                    & (pts[:, 0] + cfg.half_width * r <= rw + ox + cfg.tile_slack * tall)
+                )
+                # at the image border the tile edge is the frame edge: the edge gate decides
+                at_edge_x = (x0 == 0, x0 + s >= w)
+                at_edge_y = (y0 == 0, y0 + s >= h)
+                if any(at_edge_x) or any(at_edge_y):
+                    inside = inside | _edge_ok(pts, r, cfg, (ox, oy, rw, rh), at_edge_x, at_edge_y)
+                fits = (tall <= cfg.max_tile_fraction * s) | (s >= max(h, w))
+                sel = inside & fits
+                if not sel.any():
+                    continue
+                pts = pts[sel]
+                pts[:, 0::2] += x0 - ox
+                pts[:, 1::2] += y0 - oy
+                cands.append(np.column_stack([sc[keep][sel], pts]))
+        if not cands:
+            return []
+        c = np.concatenate(cands)
+        hips, tops = c[:, 1:3], c[:, 3:5]
+        radius = np.linalg.norm(tops - hips, axis=1)
+        boxes = np.stack(
+            [
+                hips[:, 0] - cfg.half_width * radius,
+                hips[:, 1] - cfg.top * radius,
+                hips[:, 0] + cfg.half_width * radius,
+                hips[:, 1] + cfg.bottom * radius,
+            ],
+            axis=1,
+        ).astype(np.float32)
+        # drop degenerate candidates (a body point outside the image or a zero size)
+        tall = (cfg.top + cfg.bottom) * radius
+        ok = (tall >= cfg.smallest_person_px / 2) & (hips[:, 0] > -0.1 * w) & (hips[:, 0] < 1.1 * w)
+        order = [i for i in np.argsort(-c[:, 0]) if ok[i]]
+        persons: list[Person] = []
+        for i in _nms(boxes, hips, radius, order, cfg.nms_iou):
+            persons.append(
+                Person(
+                    box=boxes[i].copy(),
+                    score=float(c[i, 0]),
+                    hip=hips[i].astype(np.float32),
+                    size=float(radius[i]),
+                    detector_box=boxes[i].copy(),
+                )
+            )
+        return persons
+
+    # ---- keypoints + gates ------------------------------------------------------------------
+
+    def _pose(self):
+        if self._estimator is None:
+            from pg2kit.estimators import MediaPipeEstimator
+
+            self._estimator = MediaPipeEstimator(**self.config.estimator_options)
+        return self._estimator
+
+    def estimate(self, image: np.ndarray, person: Person, others: Sequence[Person] = ()) -> Person:
+        """Keypoints of `person` from its own crop (source pixels), then the quality gates."""
+        from pg2kit.estimators import _as_rgb
+
+        image = _as_rgb(image)
+        cfg = self.config
+        h, w = image.shape[:2]
+        p = replace(person)
+        det = p.detector_box if p.detector_box is not None else p.box
+        bh = float(det[3] - det[1])
+        if bh < cfg.min_person_px:
+            p.reason = f"person too small: {bh:.0f} px < {cfg.min_person_px}"
+            return p
+        m = cfg.estimate_margin * bh
+        x0, y0 = int(max(0, math.floor(det[0] - m))), int(max(0, math.floor(det[1] - m)))
+        x1, y1 = int(min(w, math.ceil(det[2] + m))), int(min(h, math.ceil(det[3] + m)))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            p.reason = "cut by the frame edge"
+            return p
+        kp, sc = self._pose()(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        ok = kp[:, 0] >= 0
+        kp = kp.copy()
+        kp[ok] += (x0, y0)
+        p.keypoints, p.scores = kp.astype(np.float32), sc.astype(np.float32)
+        p.reason = self._gate(p, ok, (h, w), others)
+        return p
+
+    def _gate(
+        self, p: Person, ok: np.ndarray, hw: tuple[int, int], others: Sequence[Person]
+    ) -> str | None:
+        cfg = self.config
+        h, w = hw
+        kp = p.keypoints
+        if not ok.any():
+            return "no keypoints found on the person"
+        torso = sum(bool(ok[i]) for i in TORSO_KEYPOINTS)
+        if torso < cfg.min_torso_keypoints:
+            return f"keypoints disagree with the detector box: {torso} of 4 torso points"
+        det = p.detector_box if p.detector_box is not None else p.box
+        bw, bh = det[2] - det[0], det[3] - det[1]
+        wide = (det[0] - 0.25 * bw, det[1] - 0.1 * bh, det[2] + 0.25 * bw, det[3] + 0.1 * bh)
+        pts = kp[ok]
+        inside = (
+            (pts[:, 0] >= wide[0])
+            & (pts[:, 0] <= wide[2])
+            & (pts[:, 1] >= wide[1])
+            & (pts[:, 1] <= wide[3])
+        ).mean()
+        if inside < cfg.min_inside:
+            return f"keypoints disagree with the detector box: {inside:.0%} inside"
+        hips = [kp[i] for i in (8, 11) if ok[i]]
+        if hips and p.hip is not None and p.size > 0:
+            off = float(np.linalg.norm(np.mean(hips, axis=0) - p.hip)) / p.size
+            if off > cfg.max_hip_offset:
+                return f"keypoints disagree with the detector box: hips {off:.2f} body sizes away"
+        from pg2kit.datasets.folder import person_box
+
+        kbox = np.asarray(person_box(kp, ok, (h, w)), np.float32)
+        # whole-body extent: the keypoint box, but where it ends at a missing part (no ankles,
+        # no head) the detector's box says where the body ends
+        if not (ok[10] or ok[13]):
+            kbox[3] = max(kbox[3], det[3])
+        if not ok[[0, 14, 15, 16, 17]].any():
+            kbox[1] = min(kbox[1], det[1])
+        p.box = kbox
+        height = float(kbox[3] - kbox[1])
+        if height < cfg.min_person_px:
+            return f"person too small: {height:.0f} px < {cfg.min_person_px}"
+        tol = cfg.edge_tolerance * height
+        if kbox[0] < -tol or kbox[1] < -tol or kbox[2] > w - 1 + tol or kbox[3] > h - 1 + tol:
+            return "cut by the frame edge"
+        worst = 0.0
+        for o in others:
+            if o is p:
+                continue
+            ob = o.detector_box if o.detector_box is not None else o.box
+            worst = max(worst, _covered(kbox, ob))
+        if worst > cfg.max_overlap:
+            return f"occluded: {worst:.0%} overlap with another person"
+        return None
+
+    def __call__(self, image: np.ndarray) -> list[Person]:
+        """Detect, estimate every person and gate; rejected persons are included with a reason."""
+        from pg2kit.estimators import _as_rgb
+
+        image = _as_rgb(image)
+        done = self.estimate_all(image, self.detect(image))
+        return [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
+
+    def estimate_all(self, image: np.ndarray, persons: Sequence[Person]) -> list[Person]:
+        """Keypoints and gates for every detected person, same order and length as `persons`.
+
+        Each person's own gates first, occlusion after: only credible persons (keypoints agree
+        with their box, or too small to estimate) can occlude another. A person whose keypoint
+        box repeats a better one's gets a reason starting with `DUPLICATE` (drop those rows).
+        """
+        from pg2kit.estimators import _as_rgb
+
+        image = _as_rgb(image)
+        done = [self.estimate(image, p, ()) for p in persons]
+        _mark_duplicates(done, self.config.nms_iou)
+        credible = [p for p in done if p.reason is None or p.reason.startswith("person too small")]
+        for p in done:
+            if p.reason is None:
+                worst = max((_covered(p.box, o.box) for o in credible if o is not p), default=0.0)
+                if worst > self.config.max_overlap:
+                    p.reason = f"occluded: {worst:.0%} overlap with another person"
+        return done
+
+    def close(self) -> None:
+        if self._estimator is not None:
+            self._estimator.close()
+        self._estimator = None
+        self._interp = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"config": self.config}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["config"])
+
+    def __repr__(self) -> str:
+        return f"PersonFinder({self.config!r})"
+
+
+class _quiet:
+    """No-op context (kept separate so the interpreter call site stays cheap)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _edge_ok(pts, r, cfg, region, at_edge_x, at_edge_y) -> np.ndarray:
+    """Candidates inside the tile except where the tile side is the image's own border."""
+    ox, oy, rw, rh = region
+    tall = (cfg.top + cfg.bottom) * r
+    slack = cfg.tile_slack * tall
+    left = at_edge_x[0] | (pts[:, 0] - cfg.half_width * r >= ox - slack)
+    right = at_edge_x[1] | (pts[:, 0] + cfg.half_width * r <= ox + rw + slack)
+    top = at_edge_y[0] | (pts[:, 1] - cfg.top * r >= oy - slack)
+    bottom = at_edge_y[1] | (pts[:, 1] + cfg.bottom * r <= oy + rh + slack)
+    return left & right & top & bottom
+
+
+def _starts(length: int, side: int, stride: int) -> list[int]:
+    if length <= side:
+        return [0]
+    n = math.ceil((length - side) / stride) + 1
+    return [int(round(i * (length - side) / (n - 1))) for i in range(n)]
+
+
+def _mark_duplicates(persons: list[Person], iou: float) -> None:
+    """Mark a person whose box repeats a better one's (the same person found twice); a small
+    candidate lying mostly inside an accepted person is a part of that person."""
+    rank = sorted(
+        range(len(persons)), key=lambda i: (persons[i].reason is not None, -persons[i].score)
+    )
+    kept: list[int] = []
+    for i in rank:
+        p = persons[i]
+        for j in kept:
+            q = persons[j]
+            # a small candidate mostly inside a much taller person is a part of that person
+            part = (
+                p.reason is not None
+                and (q.reason is None or q.keypoints is not None)
+                and _covered(p.box, q.box) > 0.7
+                and q.height > 1.5 * p.height
+            )
+            if _iou(p.box, q.box) > iou or part:
+                p.reason = f"{DUPLICATE} the same person as the one at {_box_str(q.box)}"
+                break
+        else:
+            kept.append(i)
+
+
+def _box_str(box: np.ndarray) -> str:
+    x0, y0, x1, y1 = (int(round(float(v))) for v in box)
+    return f"({x0},{y0})-({x1},{y1})"
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def _covered(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of box a's area that box b covers."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return float(ix * iy / area) if area > 0 else 0.0
+
+
+def _nms(
+    boxes: np.ndarray, hips: np.ndarray, radius: np.ndarray, order: list[int], iou: float
+) -> list[int]:
+    """Greedy NMS: a candidate is a repeat if its box overlaps a kept one by more than `iou`,
+    or its hip lies within 0.3 body radii of a kept one's at a similar size (tiles disagree on
+    the box more than on the hip)."""
+    kept: list[int] = []
+    for i in order:
+        same = False
+        for j in kept:
+            ratio = radius[i] / radius[j]
+            near = np.linalg.norm(hips[i] - hips[j]) < 0.3 * max(radius[i], radius[j])
+            if _iou(boxes[i], boxes[j]) > iou or (near and 0.6 < ratio < 1.6):
+                same = True
+                break
+        if not same:
+            kept.append(i)
+    return kept
+
+
+def choose_identity_person(persons: Sequence[Person], image_shape: Sequence[int]) -> int | None:
+    """Index of the identity person of a photo among the accepted ones, or None if none is.
+
+    Rule: the largest prominence = box height / image height x (1 - d / 2), where d is the
+    distance of the box centre from the image centre divided by half the image diagonal. A
+    person twice as tall wins unless it sits at the very corner; at equal size the more central
+    one wins.
+    """
+    h, w = int(image_shape[0]), int(image_shape[1])
+    half_diag = math.hypot(w, h) / 2
+    best, best_value = None, -1.0
+    for i, p in enumerate(persons):
+        if p.reason is not None or p.keypoints is None:
+            continue
+        b = p.box
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        d = min(1.0, math.hypot(cx - w / 2, cy - h / 2) / half_diag)
+        value = float(b[3] - b[1]) / h * (1 - d / 2)
+        if value > best_value:
+            best, best_value = i, value
+    return best
+
+
+PADS = ("constant", "edge", "reflect")
+# Default crop padding past the image edge (docs/estimator.md: 'edge' smears streaks, 'reflect'
+# mirrors body parts into ghost limbs; a flat fill adds nothing that looks like a person).
+DEFAULT_PAD = "constant"
+
+
+def crop_person(
+    image: np.ndarray,
+    box: Sequence[float],
+    size: tuple[int, int],
+    pad: str = DEFAULT_PAD,
+    margin: float = 0.05,
+    pad_value: tuple[int, int, int] = (0, 0, 0),
+) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """Crop `image` around `box` (x0, y0, x1, y1) to `size` (H, W), keeping the aspect.
+
+    The box grows by `margin` x its height on every side, then its short side grows (centred) to
+    the output aspect; where the crop leaves the image it is filled per `pad` ('constant' with
+    `pad_value`, 'edge' replicate, 'reflect' mirrored). Returns the crop and a function mapping
+    source-pixel keypoints (N, 2) into the crop (missing stay -1; points outside become -1).
+    """
+    import cv2
+
+    if pad not in PADS:
+        raise ValueError(f"pad must be one of {', '.join(PADS)}, not {pad!r}")
+    out_h, out_w = int(size[0]), int(size[1])
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    image = np.asarray(image)
+    ph, pw = image.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"box must have x1 > x0 and y1 > y0, got {tuple(box)}")
+    m = margin * (y1 - y0)
+    x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    bw, bh = x1 - x0, y1 - y0
+    if bw / bh < out_w / out_h:
+        bw = bh * out_w / out_h
+    else:
+        bh = bw * out_h / out_w
+    ch = max(1, math.ceil(bh))
+    cw = max(1, round(ch * out_w / out_h))
+    ix0, iy0 = round(cx - cw / 2), round(cy - ch / 2)
+    top, left = max(0, -iy0), max(0, -ix0)
+    bottom, right = max(0, iy0 + ch - ph), max(0, ix0 + cw - pw)
+    region = image[max(0, iy0) : min(ph, iy0 + ch), max(0, ix0) : min(pw, ix0 + cw)]
+    if region.size == 0:
+        region = np.zeros((1, 1) + image.shape[2:], image.dtype)
+        top, left, bottom, right = 0, 0, ch - 1, cw - 1
+        pad = "constant"
+    if top or left or bottom or right:
+        if pad == "constant":
+            value = tuple(int(v) for v in pad_value)
+            region = cv2.copyMakeBorder(
+                region, top, bottom, left, right, cv2.BORDER_CONSTANT, value=value
+            )
+        elif pad == "edge":
+            region = cv2.copyMakeBorder(region, top, bottom, left, right, cv2.BORDER_REPLICATE)
+        else:
+            region = _reflect(region, top, bottom, left, right)
+    interp = cv2.INTER_AREA if out_h * out_w < ch * cw else cv2.INTER_CUBIC
+    crop = cv2.resize(region, (out_w, out_h), interpolation=interp)
+    sx, sy = out_w / cw, out_h / ch
+
+    def to_crop(points: np.ndarray, scores: np.ndarray | None = None):
+        """Source-pixel points (N, 2) -> crop pixels; with `scores` (N,) also the scores
+        (0 where a point is missing), as a pair."""
+        pts = np.array(points, np.float32, copy=True).reshape(-1, 2)
+        missing = (pts[:, 0] == -1) & (pts[:, 1] == -1)
+        out = np.empty_like(pts)
+        # pixel centres: cv2.resize maps output u to input (u + 0.5) / s - 0.5
+        out[:, 0] = (pts[:, 0] - ix0 + 0.5) * sx - 0.5
+        out[:, 1] = (pts[:, 1] - iy0 + 0.5) * sy - 0.5
+        outside = (
+            (out[:, 0] < -0.5)
+            | (out[:, 0] >= out_w - 0.5)
+            | (out[:, 1] < -0.5)
+            | (out[:, 1] >= out_h - 0.5)
+        )
+        out[missing | outside] = -1.0
+        keep = ~(missing | outside)
+        out[keep, 0] = np.clip(out[keep, 0], 0, out_w - 1)
+        out[keep, 1] = np.clip(out[keep, 1], 0, out_h - 1)
+        if scores is None:
+            return out
+        sc = np.array(scores, np.float32, copy=True).reshape(-1)
+        sc[~keep] = 0.0
+        return out, sc
+
+    return np.ascontiguousarray(crop), to_crop
+
+
+def _reflect(region: np.ndarray, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    """Mirror padding that works even when the pad is wider than the region (tiles mirrors)."""
+    pads = ((top, bottom), (left, right)) + ((0, 0),) * (region.ndim - 2)
+    mode = "reflect" if min(region.shape[:2]) > 1 else "edge"
+    return np.pad(region, pads, mode=mode)
+
+
+__all__ = [
+    "DEFAULT_PAD",
+    "DUPLICATE",
+    "NUM_KEYPOINTS",
+    "PADS",
+    "FinderConfig",
+    "Person",
+    "PersonFinder",
+    "choose_identity_person",
+    "crop_person",
+    "detector_anchors",
+]

@@ -1,0 +1,199 @@
+"""pg2kit.persons: every person found on composed multi-person scenes, keypoints per person,
+quality gates, the identity-person rule and crop_person (scenes made from synthetic figures)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+from pg2kit.persons import (
+    DEFAULT_PAD,
+    FinderConfig,
+    Person,
+    PersonFinder,
+    choose_identity_person,
+    crop_person,
+    detector_anchors,
+)
+
+pytest.importorskip("ai_edge_litert")
+pytest.importorskip("mediapipe")
+
+
+def _scene(specs, hw=(360, 480), seed=0):
+    """Paste synthetic figures (identity, pose, x, y, height) by their silhouettes onto a
+    noisy wall; returns the image and each figure's true box (x0, y0, x1, y1)."""
+    from pg2kit.datasets.synthetic import render_sample
+
+    rng = np.random.default_rng(seed)
+    img = np.empty(hw + (3,), np.uint8)
+    img[:] = (150, 160, 140)
+    img = (img + rng.integers(0, 20, img.shape)).astype(np.uint8)
+    truth = []
+    for ident, pose, x, y, height in specs:
+        sample, labels = render_sample(ident, pose, size=(height, height // 2), seed=seed)
+        m = labels > 0
+        ys, xs = np.nonzero(m)
+        ph, pw = m.shape
+        # clip the figure at the frame edge
+        cx0, cy0 = max(0, -x), max(0, -y)
+        cx1, cy1 = min(pw, hw[1] - x), min(ph, hw[0] - y)
+        region = img[y + cy0 : y + cy1, x + cx0 : x + cx1]
+        mm = m[cy0:cy1, cx0:cx1]
+        region[mm] = sample.image[cy0:cy1, cx0:cx1][mm]
+        truth.append((x + xs.min(), y + ys.min(), x + xs.max() + 1, y + ys.max() + 1))
+    return img, np.array(truth, np.float32)
+
+
+def _inside(points: np.ndarray, box: np.ndarray, slack: float = 0.1) -> np.ndarray:
+    h = box[3] - box[1]
+    return (
+        (points[:, 0] >= box[0] - slack * h)
+        & (points[:, 0] <= box[2] + slack * h)
+        & (points[:, 1] >= box[1] - slack * h)
+        & (points[:, 1] <= box[3] + slack * h)
+    )
+
+
+@pytest.fixture(scope="module")
+def finder():
+    f = PersonFinder()
+    yield f
+    f.close()
+
+
+def test_anchor_layout_matches_the_model():
+    a = detector_anchors()
+    assert a.shape == (2254, 2)
+    assert a.min() > 0 and a.max() < 1
+    # first anchors: stride 8 grid, two per cell, row-major
+    np.testing.assert_allclose(a[0], a[1])
+    np.testing.assert_allclose(a[2], (1.5 / 28, 0.5 / 28))
+
+
+def test_every_figure_found_and_no_chimera(finder):
+    img, truth = _scene([(1, 2, 20, 100, 200), (2, 2, 150, 60, 260), (3, 2, 300, 120, 180)], seed=2)
+    persons = finder(img)
+    accepted = [p for p in persons if p.reason is None]
+    assert len(accepted) == 3
+    matched = set()
+    for p in accepted:
+        kp = p.keypoints[p.keypoints[:, 0] >= 0]
+        # every keypoint of a person lies in one true figure, and in no other: never a chimera
+        owners = [i for i, t in enumerate(truth) if _inside(kp, t).mean() > 0.9]
+        assert len(owners) == 1, (p.box, owners)
+        matched.add(owners[0])
+        assert p.keypoints.dtype == np.float32 and p.keypoints.shape == (18, 2)
+        assert 0 <= p.score <= 1
+    assert matched == {0, 1, 2}
+
+
+def test_small_person_is_reported_as_too_small(finder):
+    img, _ = _scene([(4, 1, 200, 150, 80)], seed=3)
+    persons = finder(img)
+    assert persons, "the detector should still see an 80 px figure"
+    assert all(p.reason is not None for p in persons)
+    assert any(p.reason.startswith("person too small") for p in persons)
+    ok = PersonFinder(min_person_px=48)(img)
+    assert any(p.reason is None for p in ok)
+
+
+def test_person_cut_by_the_frame_edge(finder):
+    # the figure's lower half lies below the frame
+    img, _ = _scene([(2, 2, 200, 220, 260)], seed=2)
+    persons = finder(img)
+    assert persons
+    assert not any(p.reason is None for p in persons)
+    assert any("cut by the frame edge" in (p.reason or "") for p in persons)
+
+
+def test_overlapping_people_are_rejected_as_occluded(finder):
+    # two figures side by side, 40% of each one's box covered by the other
+    img, _ = _scene([(1, 2, 150, 80, 240), (3, 2, 210, 90, 240)], seed=2)
+    persons = finder(img)
+    reasons = [p.reason or "" for p in persons]
+    assert any(r.startswith("occluded") for r in reasons), reasons
+    # a larger threshold lets the people through
+    loose = PersonFinder(max_overlap=1.0)(img)
+    assert any(p.reason is None for p in loose)
+
+
+def test_textures_and_empty_walls_have_no_person(finder):
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[0:300, 0:400]
+    stripes = np.repeat(((np.sin(xx / 7.0) + np.cos(yy / 11.0)) * 60 + 128)[..., None], 3, 2)
+    wall, _ = _scene([], hw=(300, 400))
+    for img in (noise, stripes.astype(np.uint8), wall):
+        assert not [p for p in finder(img) if p.reason is None]
+
+
+def test_finder_pickles_without_models(finder):
+    finder.detect(np.zeros((64, 64, 3), np.uint8))
+    clone = pickle.loads(pickle.dumps(finder))
+    assert clone.config == finder.config
+    assert clone._interp is None and clone._estimator is None
+
+
+def test_options_override_the_config():
+    f = PersonFinder(FinderConfig(min_person_px=50), max_overlap=0.5)
+    assert f.config.min_person_px == 50 and f.config.max_overlap == 0.5
+    with pytest.raises(TypeError):
+        PersonFinder(no_such_option=1)
+
+
+def _person(box, reason=None):
+    return Person(
+        box=np.array(box, np.float32), score=0.9, keypoints=np.zeros((18, 2)), reason=reason
+    )
+
+
+def test_identity_person_rule_size_then_centrality():
+    shape = (400, 600)
+    # the larger, nearer player wins even off-centre
+    big_side = _person((20, 50, 140, 390))
+    small_centre = _person((280, 150, 330, 300))
+    assert choose_identity_person([small_centre, big_side], shape) == 1
+    # equal size: the more central one wins
+    left = _person((10, 100, 90, 300))
+    centre = _person((260, 100, 340, 300))
+    assert choose_identity_person([left, centre], shape) == 1
+    # rejected persons are never chosen; none accepted -> None
+    assert choose_identity_person([_person((0, 0, 600, 400), "occluded: 50%"), left], shape) == 1
+    assert choose_identity_person([_person((0, 0, 10, 10), "x")], shape) is None
+    assert choose_identity_person([], shape) is None
+
+
+@pytest.mark.parametrize("pad", ["constant", "edge", "reflect"])
+def test_crop_person_pads_and_maps_keypoints(pad):
+    img = np.zeros((100, 200, 3), np.uint8)
+    img[:, :, 0] = np.arange(200, dtype=np.uint8)[None, :]  # red = column
+    img[:, :, 1] = 200
+    box = (150, 10, 210, 90)  # runs past the right edge
+    crop, to_crop = crop_person(img, box, (64, 32), pad=pad, margin=0.0)
+    assert crop.shape == (64, 32, 3) and crop.dtype == np.uint8
+    right = crop[:, -2:]
+    if pad == "constant":
+        assert (right == 0).all()
+    elif pad == "edge":
+        assert (right[..., 1] == 200).all() and abs(int(right[..., 0].mean()) - 199) <= 2
+    else:
+        assert (right[..., 1] == 200).all() and right[..., 0].mean() < 195  # mirrored back
+    kp = np.array([[180.0, 50.0], [-1, -1], [0.0, 0.0]], np.float32)
+    mapped, sc = to_crop(kp, np.ones(3, np.float32))
+    # the crop is box height 80 -> 64 rows: scale 0.8, centred on the box centre x = 180
+    assert abs(mapped[0, 0] - 15.5) < 1.0 and abs(mapped[0, 1] - 32.0) < 1.0
+    assert (mapped[1] == -1).all() and sc[1] == 0  # missing stays missing
+    assert (mapped[2] == -1).all() and sc[2] == 0  # outside the crop becomes missing
+    assert (to_crop(kp)[0] == mapped[0]).all()
+
+
+def test_crop_person_rejects_bad_input():
+    img = np.zeros((10, 10, 3), np.uint8)
+    with pytest.raises(ValueError, match="pad"):
+        crop_person(img, (0, 0, 5, 5), (8, 8), pad="wrap")
+    with pytest.raises(ValueError, match="box"):
+        crop_person(img, (5, 5, 5, 9), (8, 8))
+    assert DEFAULT_PAD in ("constant", "edge", "reflect")
