@@ -64,6 +64,20 @@ def worker_estimator(options: dict[str, Any]) -> Any:
     return _WORKER_ESTIMATOR[1]
 
 
+_WORKER_FINDER: tuple[str, Any] | None = None
+
+
+def worker_person_finder(options: dict[str, Any]) -> Any:
+    """One pg2kit.persons.PersonFinder per worker process (its models load once, on first use)."""
+    global _WORKER_FINDER
+    key = json.dumps(options, sort_keys=True, default=str)
+    if _WORKER_FINDER is None or _WORKER_FINDER[0] != key:
+        from pg2kit.persons import PersonFinder
+
+        _WORKER_FINDER = (key, PersonFinder(**options))
+    return _WORKER_FINDER[1]
+
+
 class EstimatorKeypoints:
     """MediaPipe keypoints of the whole image, estimated in the worker (picklable, light)."""
 

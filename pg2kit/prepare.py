@@ -157,17 +157,11 @@ class DetectedPersons:
         self.size = tuple(size)
         self.pad = pad
         self.options = options
-        self._finder = None
-
-    def __getstate__(self):
-        return {**self.__dict__, "_finder": None}
 
     def finder(self):
-        if self._finder is None:
-            from pg2kit.persons import PersonFinder
+        from pg2kit.keypoint_sources import worker_person_finder
 
-            self._finder = PersonFinder(**self.options)
-        return self._finder
+        return worker_person_finder(self.options)
 
     def find(self, image, record, keypoints_fn, source_size=None):
         from pg2kit.persons import choose_identity_person
@@ -195,8 +189,9 @@ class DetectedPersons:
         from pg2kit.persons import crop_person
 
         kw = {} if self.pad is None else {"pad": self.pad}
-        crop, mapper = crop_person(image, p.box, self.size, **kw)
-        kp, sc = mapper(p.keypoints, p.scores)
+        crop, to_crop = crop_person(image, p.box, self.size, **kw)
+        kp = to_crop(p.keypoints)
+        sc = np.where(kp[:, 0] >= 0, np.asarray(p.scores, np.float32), 0).astype(np.float32)
         return Found(crop, kp, sc, np.asarray(p.box, np.float32), float(p.score), **extra)
 
 

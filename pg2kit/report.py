@@ -68,12 +68,14 @@ def contact_sheet(root: Path, out_path: Path, n: int = 12, seed: int = 0, groups
         kp = reader.read("keypoints", [i])[0]
         mask = reader.read("mask", [i])[0]
         name = str(reader.read("name", [i])[0])
+        ident = str(reader.read("identity", [i])[0])
+        label = f"{ident} | {name}" if name and not name.startswith(ident) else name
         h, w = image.shape[:2]
         scale = max(1, 256 // h)  # small Market crops drawn larger so the skeleton is legible
         big = np.repeat(np.repeat(image, scale, 0), scale, 1)
         pose = maps.pose_maps(kp[None], h, w, kind=p.get("map_kind", "disk"),
                               radius=p.get("map_radius", 4), sigma=p.get("map_sigma", 6.0))[0]  # fmt: skip
-        cells.append((name, [
+        cells.append((label, [
             big,
             viz.draw_skeleton(image, kp, scale=scale),
             viz.colorize_pose_map(pose),
@@ -95,14 +97,88 @@ def contact_sheet(root: Path, out_path: Path, n: int = 12, seed: int = 0, groups
     return out_path
 
 
+def _shorten(text: str, width_px: int, scale: float) -> str:
+    """`text` cut in the middle ('abc...xyz') so that it fits `width_px` at font `scale`."""
+    import cv2
+
+    def fits(t: str) -> bool:
+        return cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] <= width_px - 4
+
+    if fits(text):
+        return text
+    keep = len(text)
+    while keep > 4:
+        keep -= 1
+        t = text[: keep // 2] + ".." + text[len(text) - (keep - keep // 2) :]
+        if fits(t):
+            return t
+    return text[:4]
+
+
 def _caption(image: np.ndarray, text: str) -> np.ndarray:
-    """`image` with `text` written small on a dark strip along its bottom edge."""
+    """`image` with `text` written small on a dark strip along its bottom edge (two lines when
+    the text is 'identity | name' and does not fit one)."""
     import cv2
 
     out = image.copy()
     h, w = out.shape[:2]
-    scale = max(0.25, min(0.5, w / (len(text) * 11)))
-    out[h - 14 :] = (out[h - 14 :] * 0.3).astype(np.uint8)
-    cv2.putText(out, text, (2, h - 4), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
-                cv2.LINE_AA)  # fmt: skip
+    scale = 0.35 if w >= 96 else 0.3
+    lines = [text]
+    if " | " in text and _shorten(text, w, scale) != text:
+        lines = text.split(" | ", 1)
+    lines = [_shorten(t, w, scale) for t in lines]
+    band = 12 * len(lines) + 2
+    out[h - band :] = (out[h - band :] * 0.3).astype(np.uint8)
+    for k, t in enumerate(lines):
+        y = h - band + 11 + 12 * k
+        cv2.putText(out, t, (2, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                    cv2.LINE_AA)  # fmt: skip
     return out
+
+
+def track_sheet(root: Path, out_path: Path, max_tracks: int = 40, per_track: int = 10) -> Path:
+    """PNG with one row per track (video identity): its crops over time, skeletons drawn, the
+    frame index under each, so that one can see at a glance whether a track is one person.
+
+    Tracks are the identities of samples with `track` >= 0; at most `max_tracks` rows (the
+    longest tracks) and `per_track` crops per row, spread evenly over the track's frames.
+    """
+    from pg2kit import viz
+
+    root = Path(root)
+    manifest = shards.load_manifest(root)
+    rows_info = []  # (identity, split, sample ids sorted by frame)
+    for split, info in manifest["splits"].items():
+        if not info["count"]:
+            continue
+        f = shards.read_split_fields(root, split, ["identity", "track", "frame"])
+        tracked = f["track"] >= 0
+        for ident in sorted(set(f["identity"][tracked].tolist())):
+            ids = np.nonzero((f["identity"] == ident) & tracked)[0]
+            ids = ids[np.argsort(f["frame"][ids], kind="stable")]
+            rows_info.append((ident, split, ids, f["frame"][ids]))
+    if not rows_info:
+        raise ValueError(f"{root}: no tracked samples (track >= 0) to draw")
+    rows_info.sort(key=lambda r: -len(r[2]))
+    rows_info = sorted(rows_info[:max_tracks], key=lambda r: r[0])
+    readers: dict[str, shards.SplitReader] = {}
+    rows, labels = [], []
+    for ident, split, ids, frames in rows_info:
+        reader = readers.setdefault(split, shards.SplitReader(root, split))
+        pick = np.unique(np.linspace(0, len(ids) - 1, min(per_track, len(ids))).round().astype(int))
+        images = reader.read("image", ids[pick])
+        kps = reader.read("keypoints", ids[pick])
+        h = images.shape[1]
+        scale = max(1, 128 // h)
+        row = []
+        for im, kp, fr in zip(images, kps, frames[pick], strict=True):
+            row.append(_caption(viz.draw_skeleton(im, kp, scale=scale), f"f{int(fr)}"))
+        rows.append(row)
+        labels.append(f"{ident} ({len(ids)})")
+    for reader in readers.values():
+        reader.close()
+    sheet = viz.grid(rows, labels=labels)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    viz.save_png(out_path, sheet)
+    return out_path

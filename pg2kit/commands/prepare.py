@@ -6,14 +6,17 @@ from pathlib import Path
 
 import click
 
-from pg2kit.commands.common import parse_size
+from pg2kit.commands.common import friendly_errors, parse_size
+
+_FILE_SOURCES = ("video", "table")  # SRC may be a file
 
 
 @click.command(context_settings={"max_content_width": 100})
-@click.argument("dataset", type=click.Choice(["market1501", "deepfashion", "folder", "synthetic"]))
 @click.argument(
-    "src", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+    "dataset",
+    type=click.Choice(["market1501", "deepfashion", "folder", "synthetic", "video", "table"]),
 )
+@click.argument("src", required=False, type=click.Path(exists=True, path_type=Path))
 @click.option(
     "-o",
     "--out",
@@ -35,8 +38,8 @@ from pg2kit.commands.common import parse_size
     "--size",
     default=None,
     metavar="HxW",
-    help="folder: output frame (default 256x256); synthetic: image size "
-    "(default 128x64, Market; 256x256 for DeepFashion size).",
+    help="folder/table: output frame (default 256x256); video: output frame (default 128x64); "
+    "synthetic: image size (default 128x64, Market; 256x256 for DeepFashion size).",
 )
 @click.option("--crop176", is_flag=True, help="deepfashion: store the 176-wide crop (x offset 40).")
 @click.option(
@@ -136,16 +139,115 @@ from pg2kit.commands.common import parse_size
 @click.option(
     "--seed", type=int, default=0, show_default=True, metavar="N", help="synthetic: random seed."
 )
+@click.option(
+    "--min-person-px",
+    type=click.IntRange(16, 10_000),
+    default=None,
+    metavar="PX",
+    help="folder/table/video: smallest person height accepted (default: pg2kit.persons' 96).",
+)
+@click.option(
+    "--pad",
+    type=click.Choice(["constant", "edge", "reflect"]),
+    default=None,
+    help="folder/table/video: how a crop is filled past the photo edge (default: constant).",
+)
+@click.option(
+    "--no-detect",
+    is_flag=True,
+    help="folder/table: no person detection; crop around the keypoints of the whole photo "
+    "(the pre-0.2 behaviour; one person per photo assumed).",
+)
+@click.option(
+    "--every",
+    type=click.IntRange(1, 10_000),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="video: use every N-th frame.",
+)
+@click.option(
+    "--min-track",
+    type=click.IntRange(1, 1_000_000),
+    default=3,
+    show_default=True,
+    metavar="K",
+    help="video: drop tracks with fewer than K samples.",
+)
+@click.option(
+    "--min-pose-change",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    metavar="D",
+    help="video: keep a track's frame only if its keypoints moved by >= D x crop height "
+    "(mean) since the last kept one; 0 keeps all.",
+)
+@click.option(
+    "--max-pixels",
+    type=click.IntRange(1, None),
+    default=50_000_000,
+    show_default=True,
+    metavar="N",
+    help="Refuse images (and videos) with more pixels than N, read from the header before "
+    "decoding.",
+)
+@click.option(
+    "--min-image-px",
+    type=click.IntRange(1, 10_000),
+    default=32,
+    show_default=True,
+    metavar="PX",
+    help="Refuse images whose shorter side is below PX.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["loky", "dask", "ray"]),
+    default="loky",
+    show_default=True,
+    help="Where the workers run: local processes, a Dask cluster or a Ray cluster "
+    "(same output byte for byte; dask/ray are extras).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="dask: address of an existing scheduler, e.g. tcp://head:8786 (default: a local "
+    "cluster of --workers processes).",
+)
+@click.option(
+    "--ray-address",
+    default=None,
+    metavar="ADDR",
+    help="ray: address of an existing Ray cluster (default: a local Ray instance).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(0, 100),
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Resubmit a failed or lost chunk up to N times.",
+)
 @click.option("--overwrite", is_flag=True, help="Redo finished shards instead of keeping them.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@friendly_errors
 def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, map_sigma,
             mask_radius, store_maps, min_visibility, workers, shard_size, compression,
-            test_identities, synthetic_ids, synthetic_poses, seed, overwrite, quiet):  # fmt: skip
+            test_identities, synthetic_ids, synthetic_poses, seed, min_person_px, pad, no_detect,
+            every, min_track, min_pose_change, max_pixels, min_image_px, backend, scheduler,
+            ray_address, retries, overwrite, quiet):  # fmt: skip
     """Read DATASET from SRC and write training-ready HDF5 shards to OUT.
 
     DATASET is market1501 (the Market-1501 root), deepfashion (the In-shop root, or a folder of
-    flattened names with train.lst/test.lst), folder (SRC/<identity>/*.jpg, your own photos) or
+    flattened names with train.lst/test.lst), folder (SRC/<identity>/*.jpg, your own photos),
+    table (a CSV or Parquet file with columns path, identity [, camera, split, frame]), video (a
+    video file or a folder of videos: every person tracked, one identity per track) or
     synthetic (built-in figures with true keypoints; no SRC).
+
+    folder, table and video find every person (pg2kit.persons): in a photo the identity person
+    is the most prominent one (tallest, then most central); the others, and every person that
+    fails a quality gate, are listed in failures.csv with the reason.
 
     Re-running skips finished shards, so an interrupted run just continues.
 
@@ -157,6 +259,9 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
           --keypoints market-annotation-train.csv
       pg2kit prepare deepfashion ~/data/DeepFashion/In-shop -o prepared/fashion --crop176
       pg2kit prepare folder ~/photos -o prepared/mine --size 256x256 --test-identities 0.1
+      pg2kit prepare table photos.csv -o prepared/mine
+      pg2kit prepare video ~/videos -o prepared/street --every 5 --min-track 4
+      pg2kit prepare synthetic -o prepared/synth --backend dask --scheduler tcp://head:8786
     """
     from pg2kit.prepare import PrepareConfig, PrepareError, run_prepare
 
@@ -164,6 +269,10 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
         raise click.UsageError("synthetic takes no SRC")
     if dataset != "synthetic" and src is None:
         raise click.UsageError(f"{dataset} needs SRC, the dataset's root folder")
+    if src is not None and src.is_file() and dataset not in _FILE_SOURCES:
+        raise click.UsageError(f"{dataset} needs a folder as SRC, {src} is a file")
+    if dataset == "table" and src is not None and not src.is_file():
+        raise click.UsageError(f"table needs a .csv or .parquet file as SRC, {src} is a folder")
     options = {} if min_visibility is None else {"visibility": min_visibility}
     cfg = PrepareConfig(
         dataset=dataset, out=out, src=src, keypoints=keypoints, size=parse_size(size),
@@ -171,7 +280,10 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
         mask_radius=mask_radius, store_maps=store_maps, shard_size=shard_size, workers=workers,
         overwrite=overwrite, compression=compression, estimator_options=options,
         test_identities=test_identities, synthetic_ids=synthetic_ids,
-        synthetic_poses=synthetic_poses, seed=seed,
+        synthetic_poses=synthetic_poses, seed=seed, min_person_px=min_person_px, pad=pad,
+        detect=not no_detect, every=every, min_track=min_track, min_pose_change=min_pose_change,
+        max_pixels=max_pixels, min_image_px=min_image_px, backend=backend, scheduler=scheduler,
+        ray_address=ray_address, retries=retries,
     )  # fmt: skip
     try:
         manifest = run_prepare(cfg, log=click.echo, progress=not quiet)

@@ -1,0 +1,525 @@
+"""`prepare video`: every person in a video (or a folder of videos) found, tracked and turned into
+identities `<video stem>#<track>`, one sample per sampled frame in which the person passes the gates.
+
+Stages: the parent decodes frames (`--every N`), detects every person (PersonFinder.detect, cheap)
+and tracks them (pg2kit.tracking.Tracker), in a background thread; the workers estimate each
+person's keypoints on its own crop and apply the quality gates; back in the parent each track is
+thinned (`--min-pose-change`), short tracks are dropped (`--min-track`), tracks are assigned to a
+split (`--test-identities`) and the samples go into shards in video order.
+
+A video that cannot be used (unknown codec, not a video, no frames, too large a resolution,
+nobody in it) is one row of failures.csv and one line on the terminal; the run goes on.
+Interrupted runs start over (the shards of a finished run are reused when nothing changed).
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pg2kit.datasets.base import AdapterError, printable_text, rel_posix, require_dir
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+FRAMES_PER_BATCH = 16  # frames sent to the workers per run_tasks call (2 batches in flight)
+
+
+@dataclass(frozen=True)
+class Video:
+    """Settings of the video source; `scan` lists the video files."""
+
+    size: tuple[int, int] = (128, 64)  # stored (height, width)
+    every: int = 1  # use every N-th frame
+    pad: str = "constant"
+    max_pixels: int | None = 50_000_000
+    name: str = "video"
+    csv_prefix: str = "video"
+
+    @property
+    def frame(self) -> tuple[int, int, int]:
+        return (int(self.size[0]), int(self.size[1]), 0)
+
+    def scan(self, src: Path) -> tuple[Path, list[Path], list[str]]:
+        """(root, video files sorted, notes). A file is a one-video source."""
+        src = Path(src).expanduser()
+        if src.is_file():
+            if src.suffix.lower() not in VIDEO_EXTENSIONS:
+                raise AdapterError(
+                    f"{src} is not a video file (expected {', '.join(VIDEO_EXTENSIONS)})"
+                )
+            return src.parent.resolve(), [src.resolve()], []
+        root = require_dir(src)
+        videos, others = [], []
+        for p in sorted(root.rglob("*")):
+            if any(part.startswith(".") for part in p.relative_to(root).parts) or not p.is_file():
+                continue
+            (videos if p.suffix.lower() in VIDEO_EXTENSIONS else others).append(p)
+        notes = []
+        if others:
+            notes.append(f"ignored {len(others)} non-video file(s), e.g. {others[0].name}")
+        if not videos:
+            raise AdapterError(f"no video files ({', '.join(VIDEO_EXTENSIONS)}) found under {root}")
+        return root, videos, notes
+
+
+# ---------------------------------------------------------------- reading and detecting
+
+
+class VideoUnusable(ValueError):
+    """A video that cannot be used at all (one-line reason)."""
+
+
+@dataclass
+class FrameTask:
+    """One sampled frame and the persons detected and tracked in it (goes to a worker)."""
+
+    video: int
+    frame: int
+    image: np.ndarray
+    persons: list  # pg2kit.persons.Person, detector boxes only
+    tracks: list[int]
+
+
+@dataclass
+class VideoStats:
+    frames_expected: int = 0
+    frames_read: int = 0
+    persons: int = 0
+    stopped_early: bool = False
+
+
+def open_video(path: Path, max_pixels: int | None) -> tuple[Any, int, tuple[int, int]]:
+    """(cv2.VideoCapture, frame count or 0 if unknown, (width, height)); VideoUnusable if not
+    usable. The resolution is checked before any frame is decoded."""
+    import cv2
+
+    if path.stat().st_size == 0:
+        raise VideoUnusable("empty file (0 bytes)")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        cap.release()
+        raise VideoUnusable("cannot open: not a video, damaged, or a codec OpenCV cannot decode")
+    w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    n = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+    if w <= 0 or h <= 0:
+        cap.release()
+        raise VideoUnusable("no video stream with a frame size (audio only or damaged)")
+    if max_pixels and w * h > max_pixels:
+        cap.release()
+        raise VideoUnusable(
+            f"resolution {w}x{h} = {w * h / 1e6:.1f} MP > --max-pixels {max_pixels / 1e6:g} MP"
+        )
+    return cap, n, (w, h)
+
+
+def frames(cap: Any, every: int, stats: VideoStats) -> Iterator[tuple[int, np.ndarray]]:
+    """(frame index, RGB frame) of every `every`-th frame until the stream ends."""
+    import cv2
+
+    index = -1
+    while True:
+        index += 1
+        if index % every:
+            if not cap.grab():
+                break
+            continue
+        ok, bgr = cap.read()
+        if not ok or bgr is None:
+            break
+        stats.frames_read += 1
+        yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if stats.frames_expected and index < stats.frames_expected:
+        stats.stopped_early = True
+
+
+def detect_and_track(finder: Any, video: int, cap: Any, every: int,
+                     stats: VideoStats) -> Iterator[FrameTask]:  # fmt: skip
+    """Frames with at least one tracked person, as worker tasks."""
+    from pg2kit.tracking import Tracker
+
+    tracker = Tracker()
+    for index, image in frames(cap, every, stats):
+        persons = finder.detect(image)
+        stats.persons += len(persons)
+        boxes = np.array([p.box for p in persons], np.float32).reshape(-1, 4)
+        scores = np.array([p.score for p in persons], np.float32)
+        ids = tracker.update(index, boxes, scores)
+        keep = [i for i in range(len(persons)) if ids[i] >= 0]
+        if keep:
+            yield FrameTask(video, index, image, [persons[i] for i in keep],
+                            [int(ids[i]) for i in keep])  # fmt: skip
+    tracker.finish()
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def estimate_frame(task: FrameTask, finder: Any, size: tuple[int, int], pad: str):
+    """Keypoints and gates for every tracked person of one frame.
+
+    Returns ([(track, Found)], [(track, reason)]).
+    """
+    from pg2kit.prepare import DetectedPersons
+
+    if hasattr(finder, "estimate_all"):
+        done = finder.estimate_all(task.image, task.persons)
+    else:
+        done = [finder.estimate(task.image, p, ()) for p in task.persons]
+        _occlusion_gate(done, finder.config.max_overlap)
+    maker = DetectedPersons(size, pad, {})
+    kept, rejected = [], []
+    for track, p in zip(task.tracks, done, strict=True):
+        if p.reason is not None:
+            rejected.append((track, p.reason))
+            continue
+        kept.append((track, maker.sample(task.image, p, track=track, frame=task.frame)))
+    return kept, rejected
+
+
+def _occlusion_gate(done: list, max_overlap: float) -> None:
+    from pg2kit.persons import _covered
+
+    credible = [p for p in done if p.reason is None or p.reason.startswith("person too small")]
+    for p in done:
+        if p.reason is None:
+            worst = max((_covered(p.box, o.box) for o in credible if o is not p), default=0.0)
+            if worst > max_overlap:
+                p.reason = f"occluded: {worst:.0%} overlap with another person"
+
+
+def estimate_frames(tasks: list[FrameTask], options: dict, size, pad) -> list:
+    """Worker task: `estimate_frame` for each frame, with this worker's PersonFinder."""
+    from pg2kit.keypoint_sources import worker_person_finder
+
+    finder = worker_person_finder(options)
+    return [estimate_frame(t, finder, size, pad) for t in tasks]
+
+
+# ---------------------------------------------------------------- parent side
+
+
+def pose_distance(a: np.ndarray, b: np.ndarray, height: int) -> float:
+    """Mean displacement of the keypoints present in both poses, as a share of the crop height
+    (inf when they share fewer than 3 keypoints)."""
+    ok = (a[:, 0] >= 0) & (b[:, 0] >= 0)
+    if ok.sum() < 3:
+        return math.inf
+    return float(np.linalg.norm(a[ok] - b[ok], axis=1).mean() / height)
+
+
+def thin_track(samples: list, min_change: float, height: int) -> list:
+    """Keep a track's sample only if its pose moved by >= `min_change` from the last kept one."""
+    if min_change <= 0 or not samples:
+        return samples
+    kept = [samples[0]]
+    for s in samples[1:]:
+        if pose_distance(s.keypoints, kept[-1].keypoints, height) >= min_change:
+            kept.append(s)
+    return kept
+
+
+def track_split(seed: int, video: int, track: int, test_fraction: float) -> str:
+    """'test' for a deterministic `test_fraction` share of the tracks, else 'train'."""
+    if test_fraction <= 0:
+        return "train"
+    u = np.random.default_rng([seed, 7, video, track]).random()
+    return "test" if u < test_fraction else "train"
+
+
+def video_stem(path: Path) -> str:
+    from pg2kit.datasets.folder import safe_name
+
+    return safe_name(printable_text(path.stem))
+
+
+@dataclass
+class Summary:
+    videos: int = 0
+    videos_used: int = 0
+    frames_read: int = 0
+    persons_found: int = 0
+    tracks: int = 0
+    tracks_kept: int = 0
+    samples: int = 0
+    thinned: int = 0
+    rejections: Counter = field(default_factory=Counter)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"videos {self.videos} ({self.videos_used} used), frames read {self.frames_read}, "
+            f"persons found {self.persons_found}, tracks kept {self.tracks_kept} of "
+            f"{self.tracks}, samples written {self.samples}"
+            + (f" ({self.thinned} near-identical frames thinned out)" if self.thinned else "")
+        ]
+        if self.rejections:
+            out.append("rejections: " + ", ".join(f"{k} {v}" for k, v in
+                                                  self.rejections.most_common()))  # fmt: skip
+        return out
+
+
+def _prefetch(gen: Iterator[FrameTask], batch: int) -> Iterator[list[FrameTask]]:
+    """Batches of `gen` produced by a background thread, two ahead, so that decoding and
+    detection in this process overlap the workers' keypoint estimation."""
+    q: queue.Queue = queue.Queue(maxsize=2)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            buf = []
+            for item in gen:
+                if stop.is_set():
+                    return
+                buf.append(item)
+                if len(buf) == batch:
+                    q.put(buf)
+                    buf = []
+            if buf:
+                q.put(buf)
+            q.put(done)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            q.put(e)
+
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        t.join()
+
+
+def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
+    """`prepare video`: see the module docstring. Returns the manifest written."""
+    from tqdm.auto import tqdm
+
+    from pg2kit import __version__, shards
+    from pg2kit.persons import PersonFinder
+    from pg2kit.prepare import (
+        Job,
+        Plan,
+        PrepareError,
+        _default_pad,
+        _person_options,
+        run_tasks,
+        sample_arrays,
+        write_shard,
+        write_summary,
+    )
+
+    t0 = time.perf_counter()
+    if cfg.keypoints != "mediapipe":
+        raise PrepareError("prepare video finds keypoints itself: --keypoints must be mediapipe")
+    pad = cfg.pad or _default_pad()
+    adapter = Video(size=tuple(cfg.size or (128, 64)), every=cfg.every, pad=pad,
+                    max_pixels=cfg.max_pixels)  # fmt: skip
+    try:
+        root, videos, notes = adapter.scan(Path(cfg.src))
+    except AdapterError as e:
+        raise PrepareError(str(e)) from None
+    for note in notes:
+        log(f"note: {note}")
+    out = Path(cfg.out)
+    params = cfg.shard_params()
+    existing = sorted((out / shards.SHARD_DIR).glob("*.h5"))
+    markers = [shards.read_marker(p) for p in existing]
+    if existing and not cfg.overwrite:
+        if any(m is not None and m.get("params") != params for m in markers):
+            raise PrepareError(f"{out} holds shards made with other settings; use --overwrite "
+                               "to redo them or choose another -o")  # fmt: skip
+        if all(markers) and (out / shards.MANIFEST).exists():
+            try:
+                manifest = shards.load_manifest(out)
+            except shards.SchemaError:
+                manifest = None
+            if manifest is not None and manifest.get("params") == params:
+                log(f"{out} is already prepared with these settings; nothing to do")
+                manifest["elapsed_s"] = round(time.perf_counter() - t0, 2)
+                return manifest
+    for p in sorted((out / shards.SHARD_DIR).glob("*.h5*")):
+        p.unlink()
+    (out / shards.PAIRS).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
+
+    options = _person_options(cfg)
+    finder = PersonFinder(**options)
+    size = adapter.frame[:2]
+    job = Job(adapter=adapter, finder=None, source=None, frame=adapter.frame,
+              map_kind=cfg.map_kind, map_radius=cfg.map_radius, map_sigma=cfg.map_sigma,
+              mask_radius=cfg.mask_radius, store_maps=cfg.store_maps,
+              max_pixels=cfg.max_pixels, min_image_px=cfg.min_image_px)  # fmt: skip
+    attrs = {
+        "schema_version": shards.SCHEMA_VERSION, "dataset": "video",
+        "keypoint_layout": "openpose-coco18", "keypoint_order": "xy",
+        "map_kind": cfg.map_kind, "map_radius": cfg.map_radius, "map_sigma": cfg.map_sigma,
+        "mask_radius": cfg.mask_radius, "estimator": "mediapipe",
+        "estimator_version": f"persons-{finder.config.tag()}",
+        "frame_height": size[0], "frame_width": size[1], "frame_x_offset": 0,
+        "pg2kit_version": __version__, "person_finder": "pg2kit.persons",
+    }  # fmt: skip
+    if cfg.compression == "auto":
+        compression = {"image": "none", "mask": "gzip1", "pose_map": "gzip1"}
+    else:
+        compression = dict.fromkeys(("image", "mask", "pose_map"), cfg.compression)
+    plan = Plan(cfg, out, adapter, None, job, {}, [], notes, attrs, params, compression, [], {})
+    summary = Summary(videos=len(videos))
+    pending: dict[str, list] = defaultdict(list)  # split -> [(record, Found)] not yet in a shard
+    written: dict[str, int] = defaultdict(int)  # split -> shards written
+    inputs: Counter = Counter()
+
+    def flush(split: str, final: bool = False) -> None:
+        while len(pending[split]) >= cfg.shard_size or (final and pending[split]):
+            part = pending[split][: cfg.shard_size]
+            del pending[split][: cfg.shard_size]
+            from pg2kit.prepare import ChunkResult, _no_person
+
+            res = ChunkResult(sample_arrays(part, job), [], _no_person(part))
+            write_shard(plan, (split, written[split]), [res])
+            written[split] += 1
+
+    def fail(path: str, reason: str) -> None:
+        plan.scan_failures.append((path, reason))
+        summary.rejections[_reason_key(reason)] += 1
+
+    for vi, path in enumerate(videos):
+        rel = rel_posix(path, root)
+        stem = video_stem(path)
+        try:
+            cap, count, (w, h) = open_video(path, cfg.max_pixels)
+        except (VideoUnusable, OSError) as e:
+            log(f"skipped {rel}: {' '.join(str(e).split())}")
+            fail(rel, " ".join(str(e).split()))
+            continue
+        stats = VideoStats(frames_expected=count)
+        bar = tqdm(total=-(-count // cfg.every) if count else None, unit="frame", desc=stem[:24],
+                   disable=not progress, dynamic_ncols=True, leave=False)  # fmt: skip
+        per_track: dict[int, list] = defaultdict(list)
+        seen_tracks: set[int] = set()
+        try:
+            gen = detect_and_track(finder, vi, cap, cfg.every, stats)
+            last = 0
+            for batch in _prefetch(gen, FRAMES_PER_BATCH):
+                tasks = [([t], options, size, pad) for t in batch]
+                workers = cfg.workers if len(tasks) > 1 else 1
+                for t, res in zip(batch, run_tasks(estimate_frames, tasks, workers=workers,
+                                                   backend=cfg.backend, scheduler=cfg.scheduler,
+                                                   ray_address=cfg.ray_address,
+                                                   retries=cfg.retries), strict=True):  # fmt: skip
+                    kept, rejected = res[0]
+                    seen_tracks.update(t.tracks)
+                    for track, found in kept:
+                        per_track[track].append(found)
+                    for track, reason in rejected:
+                        summary.rejections[_reason_key(reason)] += 1
+                        plan.scan_failures.append((rel, f"frame {t.frame} track {track}: {reason}"))
+                bar.update(stats.frames_read - last)
+                last = stats.frames_read
+        finally:
+            cap.release()
+            bar.close()
+        summary.frames_read += stats.frames_read
+        summary.persons_found += stats.persons
+        summary.tracks += len(seen_tracks)
+        if stats.frames_read == 0:
+            log(f"skipped {rel}: no frame could be decoded")
+            fail(rel, "no frame could be decoded (zero frames, truncated or unknown codec)")
+            continue
+        summary.videos_used += 1
+        if stats.stopped_early and count:
+            msg = f"stream ended after frame {stats.frames_read * cfg.every} of {count} (truncated or damaged); the frames before it are used"  # noqa: E501
+            log(f"note: {rel}: {msg}")
+            fail(rel, msg)
+        if not seen_tracks:
+            log(f"skipped {rel}: nobody found in {stats.frames_read} frames")
+            fail(rel, f"nobody found in {stats.frames_read} frames")
+            continue
+        kept_any = False
+        for track in sorted(per_track):
+            samples = per_track[track]
+            thinned = thin_track(samples, cfg.min_pose_change, size[0])
+            summary.thinned += len(samples) - len(thinned)
+            if len(thinned) < cfg.min_track:
+                summary.rejections["track too short"] += 1
+                plan.scan_failures.append((rel, f"track {track}: {len(thinned)} sample(s) < "
+                                                f"--min-track {cfg.min_track}"))  # fmt: skip
+                continue
+            summary.tracks_kept += 1
+            kept_any = True
+            identity = f"{stem}#{track}"
+            split = track_split(cfg.seed, vi, track, cfg.test_identities)
+            record = _VideoRecord(rel_path=rel, identity=identity, camera=vi)
+            for s in thinned:
+                s.name = f"{stem}_t{track:04d}_f{s.frame:06d}.png"
+                s.identity = identity
+                pending[split].append((record, s))
+                inputs[split] += 1
+            summary.samples += len(thinned)
+            flush(split)
+        if not kept_any:
+            fail(rel, f"no track kept: nobody passed the gates and --min-track {cfg.min_track} "
+                      f"in {stats.frames_read} frames")  # fmt: skip
+    for split in list(pending):
+        flush(split, final=True)
+    for split in inputs:
+        plan.splits[split] = [None] * inputs[split]
+    for line in summary.lines():
+        log(line)
+    if summary.samples == 0:
+        # still write failures.csv so the user can see why
+        from pg2kit.prepare import _write_failures
+
+        _write_failures(out, plan.scan_failures, plan.done)
+        raise PrepareError(f"nothing usable came out of {cfg.src}: see {out / shards.FAILURES}")
+    manifest = write_summary(plan, t0, log=log)
+    manifest["video_summary"] = {k: v for k, v in summary.__dict__.items() if k != "rejections"} | {
+        "rejections": dict(summary.rejections)
+    }
+    shards.write_manifest(out, {k: v for k, v in manifest.items() if k != "elapsed_s"})
+    try:
+        from pg2kit.report import track_sheet
+
+        sheet = track_sheet(out, out / "inspect" / "tracks.png")
+        log(f"track sheet: {sheet}")
+    except ImportError:
+        pass
+    return manifest
+
+
+@dataclass(frozen=True)
+class _VideoRecord:
+    """What the shard writer reads of a record, for video samples."""
+
+    rel_path: str
+    identity: str
+    camera: int
+    name: str = ""
+    sequence: int = -1
+    frame: int = -1
+    junk: bool = False
+    distractor: bool = False
+
+
+def _reason_key(reason: str) -> str:
+    from pg2kit.prepare import _reason_class
+
+    return _reason_class(reason)
