@@ -165,7 +165,14 @@ class _MemoryH5:
         except OSError as e:
             raise write_error(self.path, e) from None
         # backing_store=True: HDF5 writes the whole image to `tmp` at close, in one request
-        self.file = h5py.File(self.tmp, "w", driver="core", backing_store=True, block_size=1 << 22)
+        # (creating it writes one block: the default 64 KiB, so a nearly full disk fails early)
+        try:
+            self.file = h5py.File(self.tmp, "w", driver="core", backing_store=True)
+        except BaseException as e:
+            self.tmp.unlink(missing_ok=True)
+            if isinstance(e, Exception):
+                raise write_error(self.path, e) from None
+            raise
         return self.file
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -173,18 +180,11 @@ class _MemoryH5:
         if exc_type is not None:
             self._discard(f)
             return
+        size = None
         try:
             f.flush()
             size = f.id.get_filesize()
-        except Exception as e:  # noqa: BLE001 - HDF5 raises RuntimeError/OSError alike
-            self._discard(f)
-            raise write_error(self.path, e) from None
-        try:
             check_space(self.path, size)
-        except WriteError:
-            self._discard(f)
-            raise
-        try:
             f.close()
             fd = os.open(self.tmp, os.O_RDONLY)
             try:
@@ -192,9 +192,11 @@ class _MemoryH5:
             finally:
                 os.close(fd)
             os.replace(self.tmp, self.path)
-        except Exception as e:  # noqa: BLE001
-            self.tmp.unlink(missing_ok=True)
-            raise write_error(self.path, e, size) from None
+        except BaseException as e:  # HDF5 raises RuntimeError/OSError alike; ^C too
+            self._discard(f)
+            if isinstance(e, Exception):
+                raise write_error(self.path, e, size) from None
+            raise
 
     def _discard(self, f: h5py.File) -> None:
         try:

@@ -76,6 +76,7 @@ def make_prepared(
         "schema_version": schema_version,
         "dataset": "synthetic",
         "frame": {"height": h, "width": w, "x_offset": 0},
+        "keypoints": {"source": "synthetic", "version": ""},
         "splits": {},
     }
     pairs_by_split = {}
