@@ -1,4 +1,4 @@
-"""`pg2kit export`: a prepared folder -> the community's Def-GAN/PATN CSV files (and images)."""
+"""`pg2kit export`: a prepared folder -> the layouts other pose-transfer code reads."""
 
 from __future__ import annotations
 
@@ -6,16 +6,20 @@ from pathlib import Path
 
 import click
 
+from pg2kit.commands.common import friendly_errors, one_line, parse_size
+
+_FORMATS = ("defgan", "patn-resize", "openpose-json", "pidm", "pcdms", "controlnet")
+
 
 @click.command(context_settings={"max_content_width": 100})
 @click.argument("prepared", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["defgan"]),
+    type=click.Choice(_FORMATS),
     default="defgan",
     show_default=True,
-    help="Exchange format to write.",
+    help="Layout to write (docs/formats.md says which code reads each, and its frame).",
 )
 @click.option(
     "-o",
@@ -23,30 +27,63 @@ import click
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
     metavar="DIR",
-    help="Folder for the CSV files (created if needed).",
+    help="Output folder (created if needed); nothing is written outside it.",
 )
 @click.option(
     "--images",
     is_flag=True,
-    help="Also write every image as DIR/<split>/<name>, the names the CSVs use.",
+    help="defgan, patn-resize, openpose-json: also write the images (the other formats always do).",
 )
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def export(prepared, fmt, out, images, quiet):
-    """Write PREPARED's keypoints (and pairs) in the Def-GAN/PATN CSV formats.
+@click.option(
+    "--size",
+    "sizes",
+    multiple=True,
+    metavar="HxW",
+    help="pidm: one LMDB per size (repeatable; default 256x256). controlnet: size of the "
+    "images and skeletons (default the stored frame).",
+)
+@click.option(
+    "--caption",
+    default="a photo of a person",
+    show_default=True,
+    help="controlnet: the text of every metadata row; {identity}, {split}, {name} are filled in.",
+)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@friendly_errors
+def export(prepared, fmt, out, images, sizes, caption, quiet):
+    """Write PREPARED (after `pg2kit pairs` for pair files) in another code base's layout.
 
-    Files: <prefix>-annotation-<split>.csv (name:keypoints_y:keypoints_x) and, after
-    `pg2kit pairs`, <prefix>-pairs-<split>.csv (from,to); prefix is market, fashion or the
-    dataset name.
+    \b
+    defgan         <prefix>-annotation-<split>.csv, <prefix>-pairs-<split>.csv (stored frame)
+    patn-resize    fasion-resize-annotation/pairs-<split>.csv, 176-wide frame (PATN, DPTN, CFLD)
+    openpose-json  keypoints/<split>/<stem>_keypoints.json (OpenPose COCO-18 x, y, c)
+    pidm           <H>-<W>/ LMDB, pose/**.txt, <split>_pairs.txt (PIDM, NTED)
+    pcdms          train_all_png/, normalized_pose_txt/, openpose_all_img/, <split>_data.json
+    controlnet     <split>/images, <split>/conditioning_images, <split>/metadata.jsonl
+
+    Re-running the same export into the same folder resumes (finished files are kept).
 
     \b
     Examples:
       pg2kit export prepared/market -o defgan/
       pg2kit export prepared/market -o market_data/ --images
+      pg2kit export prepared/fashion --format patn-resize -o fashion_data/ --images
+      pg2kit export prepared/market --format openpose-json -o openpose/
+      pg2kit export prepared/fashion --format pidm -o pidm_data/ --size 256x256 --size 512x512
+      pg2kit export prepared/fashion --format pcdms -o pcdms_data/
+      pg2kit export prepared/market --format controlnet -o cn/ --size 512x256
     """
-    from pg2kit.export import export_defgan
-    from pg2kit.shards import SchemaError
+    from pg2kit.export import export as run_export
 
     try:
-        export_defgan(prepared, out, images=images, log=click.echo, progress=not quiet)
-    except SchemaError as e:
-        raise click.ClickException(str(e)) from None
+        size_list = [parse_size(s) for s in sizes]
+    except click.BadParameter as e:
+        raise click.BadParameter(str(e.message), param_hint="--size") from None
+    try:
+        run_export(prepared, out, fmt, images=images, sizes=size_list or None, caption=caption,
+                   log=click.echo, progress=not quiet)  # fmt: skip
+    except (ValueError, OSError) as e:
+        text = one_line(e)
+        if text is None:
+            raise
+        raise click.ClickException(text) from None
