@@ -157,3 +157,54 @@ def test_openpose_no_people_and_bad_length(tmp_path):
     path.write_text("{not json")
     with pytest.raises(FormatError, match="not valid JSON"):
         read_openpose_json(path)
+
+
+def test_pairs_csv_with_bom(tmp_path):
+    from pg2kit.formats import read_pairs_csv
+
+    p = tmp_path / "p.csv"
+    p.write_bytes(b"\xef\xbb\xbffrom,to\na.jpg,b.jpg\n")
+    assert read_pairs_csv(p) == [("a.jpg", "b.jpg")]
+
+
+@pytest.mark.parametrize(
+    "doc, message",
+    [
+        ({"people": [7]}, "person 0 is not a JSON object"),
+        ({"people": [{"pose_keypoints_2d": "abc"}]}, "is not a list"),
+        ({"people": [{"pose_keypoints_2d": [1, 2, "x"] * 18}]}, "not x,y,c numbers"),
+        ([], "no 'people' list"),
+    ],
+)
+def test_openpose_malformed_is_format_error(tmp_path, doc, message):
+    import json
+
+    from pg2kit.formats import FormatError, read_openpose_json
+
+    p = tmp_path / "x_keypoints.json"
+    p.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match=message):
+        read_openpose_json(p)
+
+
+def test_openpose_absurd_coordinates_missing(tmp_path):
+    from pg2kit.formats import read_openpose_json
+
+    flat = [10.0, 20.0, 0.9] * 18
+    flat[0] = 1e300  # x of the nose
+    flat[4] = float("nan")  # y of the neck
+    text = json.dumps({"people": [{"pose_keypoints_2d": flat}]}).replace("1e+300", "9" * 400)
+    p = tmp_path / "x_keypoints.json"
+    p.write_text(text)
+    kp, conf = read_openpose_json(p)
+    assert (kp[:2] == -1).all() and (conf[:2] == 0).all() and (kp[2:] >= 0).all()
+
+
+def test_sanitize_keypoints():
+    from pg2kit.keypoints import sanitize_keypoints
+
+    kp = np.full((2, 18, 2), 5.0)
+    kp[0, 1, 0], kp[1, 2, 1], kp[1, 3, 0] = np.inf, 2e6, -1
+    out, dropped = sanitize_keypoints(kp)
+    assert dropped == 2 and out.dtype == np.float32
+    assert (out[0, 1] == -1).all() and (out[1, 2] == -1).all() and out[1, 4, 0] == 5

@@ -99,3 +99,99 @@ def test_manifest_errors(tmp_path):
     _prepared(tmp_path, [2])
     with pytest.raises(shards.SchemaError, match="no split 'test'"):
         shards.split_shards(tmp_path, "test")
+
+
+@pytest.mark.parametrize("name", ["0001_c1s1_000001_00.jpg", "a b.png", "café.jpg", "x..y.png"])
+def test_check_name_accepts_plain_names(name):
+    assert shards.check_name(name, "here") == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "../x.png", "/abs.png", "a/b", "a\\b", "C:x", "a\x00b", "a\tb"]
+)
+def test_check_name_refuses_paths(name):
+    with pytest.raises(shards.PreparedError, match="somewhere, row 3: file name"):
+        shards.check_names(["ok.png"] * 3 + [name], "somewhere")
+
+
+def test_schema_error_is_prepared_error():
+    assert shards.SchemaError is shards.PreparedError and issubclass(shards.SchemaError, ValueError)
+
+
+def test_cheap_checks_on_open(tmp_path):
+    entries = _prepared(tmp_path, [3, 2])
+    shards.load_manifest(tmp_path)
+    second = tmp_path / entries[1]["file"]
+    data = second.read_bytes()
+    second.write_bytes(data[:-10])
+    with pytest.raises(shards.PreparedError, match="train-00001.h5: .* bytes, the manifest says"):
+        shards.load_manifest(tmp_path)
+    with pytest.raises(shards.PreparedError, match="train-00001.h5"):
+        shards.SplitReader(tmp_path, "train")
+    assert shards.load_manifest(tmp_path, check=False)["splits"]["train"]["count"] == 5
+    second.write_bytes(data)
+    shards.marker_path(second).unlink()
+    with pytest.raises(shards.PreparedError, match="no done marker"):
+        shards.read_split_fields(tmp_path, "train", ["name"])
+
+
+def test_reader_checks_datasets_and_ids(tmp_path):
+    _prepared(tmp_path, [3])
+    reader = shards.SplitReader(tmp_path, "train")
+    with pytest.raises(shards.PreparedIndexError, match="sample id -1 of split 'train'"):
+        reader.read("image", [0, -1])
+    with pytest.raises(shards.MissingDatasetError, match="no dataset 'mask'"):
+        reader.read("mask", [0])
+    with pytest.raises(shards.MissingDatasetError, match="no dataset 'mask'"):
+        shards.read_split_fields(tmp_path, "train", ["mask"])
+
+
+def test_pairs_round_trip_and_truth_in_pairs_h5(tmp_path):
+    _prepared(tmp_path, [3, 4])
+    shards.write_pairs(tmp_path, {"train": np.array([[0, 6], [6, 0]])}, "pg2", {"seed": 1})
+    np.testing.assert_array_equal(shards.read_pairs(tmp_path, "train"), [[0, 6], [6, 0]])
+    info = shards.pairs_info(tmp_path)
+    assert info == {
+        "protocol": "pg2",
+        "params": {"seed": 1},
+        "counts": {"train": 2},
+        "stale": False,
+    }
+    with pytest.raises(shards.PreparedIndexError, match="pair row 0: ids \\[0, 7\\]"):
+        shards.write_pairs(tmp_path, {"train": np.array([[0, 7]])}, "pg2", {})
+    with pytest.raises(KeyError):
+        shards.read_pairs(tmp_path, "test")
+    (tmp_path / "pairs.h5").unlink()
+    assert "pairs" not in shards.load_manifest(tmp_path)
+    with pytest.raises(shards.PreparedError, match="no pairs.h5; run `pg2kit pairs"):
+        shards.read_pairs(tmp_path, "train")
+
+
+def test_verify_reports_every_problem(tmp_path):
+    entries = _prepared(tmp_path, [3, 4, 2])
+    report = shards.verify(tmp_path)
+    assert report.ok and report.shards == 3 and report.samples == 9
+    first, last = (tmp_path / entries[k]["file"] for k in (0, 2))
+    with h5py.File(first, "r+") as f:  # same size, different bytes
+        f["image"][0, 0, 0, 0] ^= 0xFF
+    last.unlink()
+    report = shards.verify(tmp_path)
+    assert len(report.problems) == 2 and not report.ok
+    assert "train-00000.h5: sha256 differs" in report.problems[0]
+    assert "train-00002.h5: listed in the manifest but missing" in report.problems[1]
+
+
+def test_write_shard_cleans_up_on_error(tmp_path, monkeypatch):
+    import os
+
+    calls = []
+
+    def fail(fd):
+        calls.append(fd)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", fail)
+    path = shards.shard_path(tmp_path, "train", 0)
+    with pytest.raises(shards.WriteError, match="cannot write .*train-00000.h5: no space left"):
+        shards.write_shard(path, _arrays(3), {})
+    assert calls and not list((tmp_path / "shards").iterdir())
