@@ -85,9 +85,11 @@ def inspect_split(root: str | Path, split: str = "train") -> SplitInfo:
                 image = reader.read("image", first)
                 kp = reader.read("keypoints", first)
                 reader.read("mask", first)
+            except shards.PreparedError as e:
+                raise DataError(str(e)) from None
             except KeyError as e:
                 raise DataError(f"{p}: no dataset {e}") from None
-            except (OSError, ValueError) as e:
+            except OSError as e:
                 raise DataError(f"{p}: cannot read ({e})") from None
             if image.shape[3:] != (3,) or kp.shape[1:] != (18, 2):
                 raise DataError(f"{p}: image or keypoints of unexpected shape")
@@ -120,12 +122,11 @@ def _split_attrs(root: Path, split: str) -> dict:
 
 
 def _read_pairs(root: Path, split: str) -> np.ndarray:
-    from pg2kit.pairs import read_pair_index
-
+    """pairs.h5's (P, 2) pairs of `split`, checked by pg2kit.shards (fresh, ids in range)."""
     try:
-        pairs = read_pair_index(root, split)
-    except (FileNotFoundError, KeyError) as e:
-        raise DataError(str(e).strip("'\"")) from None
+        pairs = shards.read_pairs(root, split)
+    except shards.PreparedError as e:
+        raise DataError(str(e)) from None
     except OSError as e:
         raise DataError(f"{root / shards.PAIRS}: cannot read ({e})") from None
     if pairs.ndim != 2 or pairs.shape[1] != 2:

@@ -821,28 +821,12 @@ def verify_prepared(root: str | Path) -> None:
     """Full checksum verification of a prepared folder (`train --verify`); DataError if damaged."""
     from pg2kit import shards
 
-    if hasattr(shards, "verify"):  # the prepared folder's owner module checks everything
-        try:
-            shards.verify(Path(root))
-        except (ValueError, OSError) as e:
-            raise DataError(str(e)) from None
-        return
-    # until shards.verify exists: every shard's sha256 and size against the manifest
-    try:
-        manifest = shards.load_manifest(Path(root))
-    except ValueError as e:
-        raise DataError(str(e)) from None
-    for split, entry in manifest["splits"].items():
-        for s in entry["shards"]:
-            path = Path(root) / s["file"]
-            if not path.is_file():
-                raise DataError(f"{path}: listed in the manifest but missing")
-            if "bytes" in s and path.stat().st_size != s["bytes"]:
-                raise DataError(f"{path}: {path.stat().st_size} bytes, the manifest says "
-                                f"{s['bytes']} (truncated or replaced)")  # fmt: skip
-            if "sha256" in s and shards.file_sha256(path) != s["sha256"]:
-                raise DataError(f"{path}: sha256 differs from the manifest (damaged or changed "
-                                f"after prepare; split {split})")  # fmt: skip
+    report = shards.verify(Path(root), progress=True)
+    if not report.ok:
+        more = len(report.problems) - 1
+        raise DataError(
+            report.problems[0] + (f" (+{more} more; see `pg2kit verify`)" if more else "")
+        )
 
 
 # ---------------------------------------------------------------- the loop

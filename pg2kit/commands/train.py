@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from pg2kit.commands.common import friendly_errors
+
 PRESET_NAMES = ("market1501", "deepfashion", "tiny")
 
 EPILOG = """\b
@@ -157,6 +159,7 @@ folder (`prepare --maps`) unless --map, --map-radius or --map-sigma override the
               help="Check every shard's checksum against the manifest before training.")  # fmt: skip
 @click.option("--dry-run", is_flag=True,
               help="Print the resolved config and the parameter counts of G1, G2, D; exit.")  # fmt: skip
+@friendly_errors
 def train(data: Path, preset: str, stage: str, run_dir: Path | None, dry_run: bool, verify: bool,
           **flags):  # fmt: skip
     """Train PG2 on the pairs of a prepared folder DATA (see `pg2kit pairs`)."""
