@@ -1,0 +1,162 @@
+"""`prepare video`: synthetic figures walking in a video written here with cv2.VideoWriter are
+found, tracked into one identity per person, and flow on through pairs and train; bad videos are
+one failures.csv row each and the run goes on."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from pg2kit import shards
+from pg2kit.cli import cli
+from pg2kit.datasets.synthetic import render_sample
+from pg2kit.datasets.video import pose_distance, thin_track, track_split
+from pg2kit.prepare import Found
+
+pytest.importorskip("ai_edge_litert")
+
+H, W, FIG = 224, 336, 180  # frame and figure height (px)
+PEOPLE = ((1, 30, 6), (2, 220, -6))  # (synthetic identity, start x, x step per frame)
+
+
+def scene(t: int, people=PEOPLE) -> np.ndarray:
+    """Frame t: a gradient background with each figure in pose t % 4 at x0 + v * t."""
+    ramp = (100 + 60 * np.linspace(0, 1, H))[:, None, None].astype(np.uint8)
+    img = np.broadcast_to(ramp, (H, W, 3)).copy()
+    for identity, x0, v in people:
+        sample, labels = render_sample(identity, t % 4, size=(FIG, FIG // 2), seed=0)
+        body = labels > 0
+        x, y = x0 + v * t, H - FIG - 10
+        img[y : y + FIG, x : x + FIG // 2][body] = sample.image[body]
+    return img
+
+
+def write_video(path: Path, frames: int = 8, people=PEOPLE, size=(W, H)) -> Path:
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, size)
+    assert vw.isOpened()
+    for t in range(frames):
+        img = scene(t, people) if people else np.random.default_rng(t).integers(
+            0, 255, (size[1], size[0], 3), dtype=np.uint8)  # fmt: skip
+        vw.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    vw.release()
+    return path
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def failures(out: Path) -> list[dict]:
+    with open(out / "failures.csv", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_video_tracks_pairs_train(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    write_video(src / "walk.avi", frames=6)
+    data = tmp_path / "data"
+    r = invoke("prepare", "video", src / "walk.avi", "-o", data, "--workers", 1, "--min-track",
+               3, "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "videos 1 (1 used), frames read 6" in r.output and "tracks kept 2" in r.output
+    f = shards.read_split_fields(data, "train", ["identity", "track", "frame", "source_box",
+                                                 "detector_score", "name", "camera",
+                                                 "keypoints"])  # fmt: skip
+    idents = sorted(set(f["identity"].tolist()))
+    assert idents == ["walk#0", "walk#1"]
+    for ident in idents:
+        sel = f["identity"] == ident
+        assert sel.sum() >= 4  # most of the 6 frames pass the gates
+        assert len(set(f["track"][sel].tolist())) == 1
+        frames = f["frame"][sel]
+        assert (np.diff(frames) > 0).all()
+        # a track follows one figure: in every frame its box centre is nearest that figure's
+        cx = f["source_box"][sel][:, [0, 2]].mean(1)
+        truth = np.array([[x0 + v * t + FIG / 4 for _, x0, v in PEOPLE] for t in frames])
+        nearest = np.abs(truth - cx[:, None]).argmin(1)
+        assert len(set(nearest.tolist())) == 1, (ident, cx, truth)
+        assert np.abs(truth[np.arange(len(cx)), nearest] - cx).max() < 40
+    assert (f["camera"] == 0).all() and (f["detector_score"] > 0.3).all()
+    assert all(n.startswith("walk_t000") and n.endswith(".png") for n in f["name"])
+    assert (data / "inspect" / "tracks.png").exists()
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["video_summary"]["tracks_kept"] == 2
+
+    # pairs pair within a track only, then a few training steps run
+    r = invoke("pairs", data, "--protocol", "pg2")
+    assert r.exit_code == 0, r.output
+    with h5py.File(data / "pairs.h5") as h:
+        pairs = h["train"][...]
+    assert len(pairs) and (f["identity"][pairs[:, 0]] == f["identity"][pairs[:, 1]]).all()
+    r = invoke("train", data, "--preset", "tiny", "-o", tmp_path / "run", "--channels", 4,
+               "--g1-steps", 1, "--steps", 2, "--batch-size", 2, "--ckpt-every", 2,
+               "--sample-every", 2, "--log-every", 1)  # fmt: skip
+    assert r.exit_code == 0, r.output
+
+
+def test_bad_videos_are_rows_and_the_run_goes_on(tmp_path):
+    src = tmp_path / "videos"
+    src.mkdir()
+    good = write_video(src / "a_good.avi", frames=4)
+    (src / "b_text.mp4").write_text("this is not a video\n" * 50)
+    (src / "c_empty.mkv").write_bytes(b"")
+    vw = cv2.VideoWriter(str(src / "d_zero.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
+    vw.release()  # a container with no frame
+    write_video(src / "e_nobody.avi", frames=4, people=(), size=(160, 120))
+    data = good.read_bytes()
+    (src / "f_cut.avi").write_bytes(data[: len(data) // 2])  # truncated
+    (src / "notes.txt").write_text("not a video")
+    out = tmp_path / "out"
+    r = invoke("prepare", "video", src, "-o", out, "--workers", 1, "--min-track", 2, "--quiet")
+    assert r.exit_code == 0, r.output
+    rows = {Path(row["path"]).name: row["reason"] for row in failures(out)
+            if not row["reason"].startswith("frame ")}  # fmt: skip
+    assert "cannot open" in rows["b_text.mp4"]
+    assert "empty file" in rows["c_empty.mkv"]
+    assert "d_zero.avi" in rows and ("no frame" in rows["d_zero.avi"]
+                                     or "cannot open" in rows["d_zero.avi"])  # fmt: skip
+    assert "nobody found in 4 frames" in rows["e_nobody.avi"]
+    assert "f_cut.avi" in rows  # cut short: what was decoded is used, the row says so
+    for name in ("b_text.mp4", "c_empty.mkv", "d_zero.avi", "e_nobody.avi"):
+        assert f"skipped {name}" in r.output  # one line naming the file on the terminal
+    got = shards.read_split_fields(out, "train", ["identity"])["identity"]
+    assert {i.split("#")[0] for i in got} >= {"a_good"}
+    assert "ignored 1 non-video file" in r.output
+
+    # a resolution over --max-pixels is refused before any frame is decoded
+    r = invoke("prepare", "video", good, "-o", tmp_path / "o2", "--max-pixels", 50_000,
+               "--quiet")  # fmt: skip
+    assert r.exit_code == 1 and "nothing usable" in r.output
+    assert f"{W}x{H}" in failures(tmp_path / "o2")[0]["reason"]
+    assert "> --max-pixels" in failures(tmp_path / "o2")[0]["reason"]
+
+
+def _found(kp: np.ndarray, frame: int) -> Found:
+    return Found(np.zeros((8, 4, 3), np.uint8), kp, np.ones(18, np.float32),
+                 np.zeros(4, np.float32), 1.0, frame=frame)  # fmt: skip
+
+
+def test_pose_change_thinning_and_track_split():
+    base = np.stack([np.arange(18) * 2.0, np.arange(18) * 3.0], 1).astype(np.float32)
+    same = [_found(base + 0.1 * i, i) for i in range(5)]  # near-identical poses
+    moved = [_found(base + 10.0 * (i + 1), 5 + i) for i in range(3)]
+    track = same + moved
+    assert thin_track(track, 0.0, 128) == track
+    kept = thin_track(track, 0.05, 128)  # 5% of 128 px = 6.4 px mean displacement
+    assert [s.frame for s in kept] == [0, 5, 6, 7]
+    assert pose_distance(base, base + 12.8, 128) == pytest.approx(12.8 * np.sqrt(2) / 128)
+    missing = base.copy()
+    missing[2:] = -1
+    assert pose_distance(base, missing, 128) == np.inf  # fewer than 3 shared keypoints
+    splits = [track_split(0, 0, t, 0.3) for t in range(200)]
+    assert 0.2 < splits.count("test") / 200 < 0.4
+    assert splits == [track_split(0, 0, t, 0.3) for t in range(200)]
+    assert track_split(0, 0, 5, 0.0) == "train"
