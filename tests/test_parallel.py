@@ -102,18 +102,21 @@ def test_missing_extra_message(monkeypatch):
         list(run_tasks(_square, [(1,)], workers=2, backend="dask"))
 
 
-def test_dask_local_cluster_matches_loky(tmp_path):
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """One real dask.distributed LocalCluster with 2 worker processes for this module."""
     distributed = pytest.importorskip("dask.distributed")
-    tasks = [(i, str(tmp_path)) for i in range(12)]
     with distributed.LocalCluster(
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
-        got = list(
-            run_tasks(
-                _fail_once, tasks, workers=2, backend="dask", scheduler=cluster.scheduler_address,
-                retries=1,
-            )
-        )  # fmt: skip
+        yield cluster
+
+
+def test_dask_local_cluster_matches_loky(tmp_path, dask_cluster):
+    tasks = [(i, str(tmp_path)) for i in range(12)]
+    address = dask_cluster.scheduler_address
+    got = list(run_tasks(_fail_once, tasks, workers=2, backend="dask", scheduler=address,
+                         retries=1))  # fmt: skip
     assert got == [i + 100 for i in range(12)]
     assert got == list(run_tasks(_fail_once, tasks, workers=2, backend="loky"))
 
@@ -124,3 +127,30 @@ def test_ray_local_instance_matches_loky(tmp_path):
     tasks = [(i, str(tmp_path)) for i in range(10)]
     got = list(run_tasks(_fail_once, tasks, workers=2, backend="ray", retries=1))
     assert got == [i + 100 for i in range(10)]
+
+
+def _shard_digests(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((root / "shards").glob("*.h5"))
+    }
+
+
+def test_prepare_on_dask_local_cluster_is_byte_identical_to_loky(tmp_path, dask_cluster):
+    """issue 11: a real dask.distributed LocalCluster (2 worker processes) gives the same shards,
+    byte for byte, as the loky run."""
+    from click.testing import CliRunner
+
+    from pg2kit.cli import cli
+
+    common = ["prepare", "synthetic", "--ids", "5", "--poses", "8", "--shard-size", "16",
+              "--workers", "2", "--quiet"]  # fmt: skip
+    r = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "loky")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "dask"), "--backend", "dask",
+                                 "--scheduler", dask_cluster.scheduler_address])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    loky, dask = _shard_digests(tmp_path / "loky"), _shard_digests(tmp_path / "dask")
+    assert len(loky) == 3 and loky == dask  # 40 samples in shards of 16
