@@ -17,9 +17,10 @@ import numpy as np
 from pg2kit import __version__
 from pg2kit.keypoints import present
 
-# Imported coordinates beyond this many pixels from the origin are taken as garbage (a 400-digit
-# number, 1e30 ...) and made missing; no photo pg2kit accepts is that large (see --max-pixels).
-ABSURD_COORDINATE = 100_000.0
+from pg2kit.keypoints import MAX_COORD as ABSURD_COORDINATE  # noqa: E402
+
+# Imported coordinates beyond ABSURD_COORDINATE pixels (1e6) are taken as garbage (a 400-digit
+# number, 1e30 ...) and made missing, like non-finite ones; pg2kit.formats' readers do the same.
 
 
 class KeypointSourceError(ValueError):
@@ -149,6 +150,7 @@ class ImportedKeypoints:
                 table = read_defgan_annotations(self.path)
             except FormatError as e:
                 raise KeypointSourceError(str(e)) from None
+            self.bad_coordinates += int(getattr(table, "dropped", 0))
             for name, kp in zip(table.names, table.keypoints, strict=True):
                 self._csv.setdefault(_match_key(name), kp)
                 self.order.append(_match_key(name))

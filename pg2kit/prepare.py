@@ -446,7 +446,7 @@ def plan_prepare(cfg: PrepareConfig) -> Plan:
     if missing:
         notes.append(f"{missing} images have no keypoints in {source.path}; skipped")
     if bad:
-        notes.append(f"{bad} imported keypoints were non-finite or absurd (beyond 1e5 px): "
+        notes.append(f"{bad} imported keypoints were non-finite or absurd (beyond 1e6 px): "
                      "made missing")  # fmt: skip
 
     frame = tuple(adapter.frame)
