@@ -170,30 +170,19 @@ def estimate_frame(task: FrameTask, finder: Any, size: tuple[int, int], pad: str
     """
     from pg2kit.prepare import DetectedPersons
 
-    if hasattr(finder, "estimate_all"):
-        done = finder.estimate_all(task.image, task.persons)
-    else:
-        done = [finder.estimate(task.image, p, ()) for p in task.persons]
-        _occlusion_gate(done, finder.config.max_overlap)
+    done = finder.estimate_all(task.image, task.persons)  # same order, occlusion gate applied
     maker = DetectedPersons(size, pad, {})
     kept, rejected = [], []
+    from pg2kit.persons import DUPLICATE
+
     for track, p in zip(task.tracks, done, strict=True):
+        if p.reason is not None and p.reason.startswith(DUPLICATE):
+            continue  # a second detection of someone already in this frame: not a failure
         if p.reason is not None:
             rejected.append((track, p.reason))
             continue
         kept.append((track, maker.sample(task.image, p, track=track, frame=task.frame)))
     return kept, rejected
-
-
-def _occlusion_gate(done: list, max_overlap: float) -> None:
-    from pg2kit.persons import _covered
-
-    credible = [p for p in done if p.reason is None or p.reason.startswith("person too small")]
-    for p in done:
-        if p.reason is None:
-            worst = max((_covered(p.box, o.box) for o in credible if o is not p), default=0.0)
-            if worst > max_overlap:
-                p.reason = f"occluded: {worst:.0%} overlap with another person"
 
 
 def estimate_frames(tasks: list[FrameTask], options: dict, size, pad) -> list:
@@ -247,6 +236,7 @@ class Summary:
     videos_used: int = 0
     frames_read: int = 0
     persons_found: int = 0
+    persons_estimated: int = 0
     tracks: int = 0
     tracks_kept: int = 0
     samples: int = 0
@@ -427,6 +417,7 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
                                                    retries=cfg.retries), strict=True):  # fmt: skip
                     kept, rejected = res[0]
                     seen_tracks.update(t.tracks)
+                    summary.persons_estimated += len(t.tracks)
                     for track, found in kept:
                         per_track[track].append(found)
                     for track, reason in rejected:
