@@ -155,9 +155,10 @@ class _MemoryH5:
     so a disk that is too full is reported before anything is written.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, estimate: int | None = None):
         self.path = Path(path)
         self.tmp = temp_path(self.path)
+        self.estimate = estimate  # bytes, for the message when the size is not known yet
 
     def __enter__(self) -> h5py.File:
         try:
@@ -171,7 +172,7 @@ class _MemoryH5:
         except BaseException as e:
             self.tmp.unlink(missing_ok=True)
             if isinstance(e, Exception):
-                raise write_error(self.path, e) from None
+                raise write_error(self.path, e, self.estimate) from None
             raise
         return self.file
 
@@ -180,7 +181,7 @@ class _MemoryH5:
         if exc_type is not None:
             self._discard(f)
             return
-        size = None
+        size = self.estimate
         try:
             f.flush()
             size = f.id.get_filesize()
@@ -254,7 +255,8 @@ def write_shard(
             count = n
         elif count != n:
             raise ValueError(f"dataset {key!r} has {n} samples, expected {count}")
-    with _MemoryH5(path) as f:
+    estimate = sum(d.nbytes if k == "num" else sum(map(len, d)) for k, d in prepared.values())
+    with _MemoryH5(path, estimate) as f:
         for key, (kind, data) in prepared.items():
             if kind == "str":
                 ds = f.create_dataset(key, shape=(len(data),), dtype=h5py.string_dtype("utf-8"))

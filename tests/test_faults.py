@@ -435,3 +435,97 @@ def test_csv_absurd_coordinates_are_missing(value, tmp_path):
     table = read_defgan_annotations(csv)
     assert table.dropped == 1
     assert (table.keypoints[0, 0] == -1).all() and (np.abs(table.keypoints) < 1e6).all()
+
+
+# ---------------------------------------------------------------- other stages through the CLI
+
+
+def _failures(out):
+    import csv
+
+    with open(out / "failures.csv", encoding="utf-8") as f:
+        return {row["path"].rsplit("/", 1)[-1]: row["reason"] for row in csv.DictReader(f)}
+
+
+def test_prepare_cli_bad_inputs_become_rows(tmp_path):
+    """prepare (helper "prep"): a decompression bomb, a 1x1 image, a non-UTF-8 file name and a
+    400-digit coordinate each become a failures.csv row or a counted missing keypoint; rc 0."""
+    from tests.test_prepare import CSV_ROWS, _bomb_png, _market_tree
+
+    src = tmp_path / "in" / "Market"
+    _market_tree(src, ["0002_c1s1_000451_03.jpg", "0002_c2s1_000301_01.jpg"])
+    train = src / "bounding_box_train"
+    _bomb_png(train / "0003_c1s1_000001_00.png", side=20000)
+    import cv2
+
+    cv2.imwrite(str(train / "0004_c1s1_000001_00.png"), np.zeros((1, 1, 3), np.uint8))
+    with open(os.fsencode(str(train)) + b"/0005_c1s1_caf\xe9_00.jpg", "wb") as f:
+        f.write((train / "0002_c1s1_000451_03.jpg").read_bytes())
+    rows = [CSV_ROWS[0], CSV_ROWS[2].replace("[13, 26,", "[" + "9" * 400 + ", 26,", 1)]
+    rows += [CSV_ROWS[0].replace("0002_c1s1_000451_03", f"000{k}_c1s1_000001_00") for k in (3, 4)]
+    ann = tmp_path / "in" / "ann.csv"
+    ann.write_bytes(b"\xef\xbb\xbfname:keypoints_y:keypoints_x\n" + "\n".join(rows).encode())
+    out = tmp_path / "out"
+    before = fk.files_under(tmp_path)
+    r = fk.invoke(["prepare", "market1501", src, "-o", out, "--keypoints", ann,
+                   "--workers", "1", "--quiet"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    reasons = _failures(out)
+    assert "image too large: 20000x20000" in reasons["0003_c1s1_000001_00.png"]
+    assert "image too small: 1x1" in reasons["0004_c1s1_000001_00.png"]
+    assert "0005_c1s1_caf%E9_00.jpg" in reasons
+    assert json.loads((out / "manifest.json").read_text())["bad_coordinates"] == 1
+    outside = {p for p in fk.files_under(tmp_path) - before if out not in p.parents}
+    assert not outside, outside
+    assert fk.invoke(["verify", out, "--quiet"]).exit_code == 0
+
+
+def test_prepare_cli_malformed_openpose_json_is_a_row(tmp_path):
+    from tests.test_prepare import _market_tree
+
+    src = tmp_path / "Market"
+    names = ["0001_c1s1_000151_01.jpg", "0002_c1s1_000451_03.jpg"]
+    _market_tree(src, names)
+    kp_dir = tmp_path / "openpose"
+    kp_dir.mkdir()
+    flat = np.concatenate([np.full((18, 2), 20.0), np.full((18, 1), 0.9)], 1).ravel().tolist()
+    (kp_dir / "0001_c1s1_000151_01_keypoints.json").write_text(json.dumps(
+        {"people": [{"pose_keypoints_2d": flat}]}))  # fmt: skip
+    (kp_dir / "0002_c1s1_000451_03_keypoints.json").write_text('{"people": [ {"pose_keyp')
+    out = tmp_path / "out"
+    r = fk.invoke(["prepare", "market1501", src, "-o", out, "--keypoints", kp_dir,
+                   "--workers", "1", "--quiet"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "not valid JSON" in _failures(out)["0002_c1s1_000451_03.jpg"]
+
+
+def test_prepare_cli_disk_full_then_rerun(tmp_path):
+    """prepare onto a full file system (a real tmpfs, root only): one line naming the shard and
+    the space, exit code 1, no temporary file, no crash; after freeing space it completes."""
+    with fk.small_tmpfs(tmp_path / "small", "3m") as mnt:
+        if mnt is None:
+            pytest.skip("needs root and tmpfs to mount a small file system")
+        filler = fk.fill(mnt, leave=96 * 1024)
+        args = ["prepare", "synthetic", "-o", mnt / "prep", "--ids", 6, "--poses", 4,
+                "--size", "128x64", "--workers", 1, "--quiet"]  # fmt: skip
+        r = fk.run_cli_subprocess(args)
+        assert r.returncode == 1, (r.returncode, r.stdout[-500:], r.stderr[-2000:])
+        assert "Traceback" not in r.stderr
+        err = [ln for ln in r.stderr.splitlines() if ln.startswith("Error:")]
+        assert len(err) == 1 and "no space left" in err[0] and "free" in err[0], r.stderr
+        _check_no_tmp(mnt)
+        filler.unlink()
+        r = fk.run_cli_subprocess(args)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert shards.verify(mnt / "prep").ok
+
+
+def test_export_cli_never_writes_outside(tmp_path):
+    """export (helper "export"): shard names that try to leave -o are refused in one line."""
+    root = fk.folder(tmp_path / "out" / "prep")
+    fk.set_names(_shard0(root), ["../../../../x.png", "/tmp/x.png", "a.jpg", "b.jpg", "c.jpg"])
+    before = fk.files_under(tmp_path)
+    r = fk.invoke(["export", root, "-o", tmp_path / "out" / "exp", "--images", "--quiet"])
+    fk.assert_one_line_error(r, "not a plain file name")
+    assert not {p for p in fk.files_under(tmp_path) - before if tmp_path / "out" not in p.parents}
+    assert not list(tmp_path.rglob("x.png"))
