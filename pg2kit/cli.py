@@ -9,6 +9,7 @@ import click
 
 from pg2kit import __version__
 from pg2kit.commands.export import export
+from pg2kit.commands.generate import generate
 from pg2kit.commands.inspect import inspect
 from pg2kit.commands.pairs import pairs
 from pg2kit.commands.prepare import prepare
@@ -27,10 +28,11 @@ def cli() -> None:
       pg2kit pairs prepared/market --protocol defgan
       pg2kit inspect prepared/market
       pg2kit train prepared/market --preset market1501 -o runs/market
+      pg2kit generate runs/market prepared/market -o gen/market
     """
 
 
-for command in (prepare, pairs, export, inspect, train, verify):
+for command in (prepare, pairs, export, inspect, train, verify, generate):
     cli.add_command(command)
 
 
