@@ -529,3 +529,35 @@ def test_export_cli_never_writes_outside(tmp_path):
     fk.assert_one_line_error(r, "not a plain file name")
     assert not {p for p in fk.files_under(tmp_path) - before if tmp_path / "out" not in p.parents}
     assert not list(tmp_path.rglob("x.png"))
+
+
+def test_prepare_cli_folder_non_utf8_name_is_no_crash(tmp_path):
+    """prepare folder with a file name that is not UTF-8: escaped (%E9), never a crash or .tmp."""
+    import cv2
+
+    src = tmp_path / "src"
+    (src / "id1").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in (b"a.jpg", b"caf\xe9.jpg", b"b.jpg"):
+        ok, buf = cv2.imencode(".jpg", rng.integers(0, 255, (256, 128, 3), np.uint8))
+        with open(os.fsencode(str(src / "id1")) + b"/" + name, "wb") as f:
+            f.write(buf.tobytes())
+    ys = [20, 40, 40, 80, -1, 40, 80, -1, 130, 180, 230, 130, 180, 230, 15, 15, -1, -1]
+    xs = [64, 64, 44, 40, -1, 84, 88, -1, 50, 50, 50, 78, 78, 78, 60, 68, -1, -1]
+    ann = tmp_path / "ann.csv"
+    ann.write_text("name:keypoints_y:keypoints_x\n"
+                   + "".join(f"{n}: {ys}: {xs}\n" for n in ("a.jpg", "b.jpg")))  # fmt: skip
+    out = tmp_path / "out"
+    r = fk.invoke(["prepare", "folder", src, "-o", out, "--keypoints", ann,
+                   "--workers", "1", "--quiet"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert any("caf%E9.jpg" in p for p in _failures_paths(out))
+    _check_no_tmp(out)
+    assert fk.invoke(["verify", out, "--quiet"]).exit_code == 0
+
+
+def _failures_paths(out):
+    import csv
+
+    with open(out / "failures.csv", encoding="utf-8") as f:
+        return [row["path"] for row in csv.DictReader(f)]
