@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from pg2kit import __version__
+from pg2kit.commands.evaluate import evaluate
 from pg2kit.commands.export import export
 from pg2kit.commands.generate import generate
 from pg2kit.commands.inspect import inspect
@@ -29,10 +30,11 @@ def cli() -> None:
       pg2kit inspect prepared/market
       pg2kit train prepared/market --preset market1501 -o runs/market
       pg2kit generate runs/market prepared/market -o gen/market
+      pg2kit evaluate gen/market --real prepared/market
     """
 
 
-for command in (prepare, pairs, export, inspect, train, verify, generate):
+for command in (prepare, pairs, export, inspect, train, verify, generate, evaluate):
     cli.add_command(command)
 
 
