@@ -120,7 +120,8 @@ def evaluate(
     device, quiet,
 ) -> None:  # fmt: skip
     """Score generated images against the real targets; every number names its convention."""
-    from pg2kit.evaluate import EvalConfig, evaluate as run_evaluate, markdown_table, write_reports
+    from pg2kit.evaluate import EvalConfig, markdown_table, write_reports
+    from pg2kit.evaluate import evaluate as run_evaluate
 
     cfg = EvalConfig(
         real=str(real),
