@@ -122,6 +122,30 @@ def startup(root: Path, out: Path) -> float:
     return time.perf_counter() - t
 
 
+def prepare_startup(tmp: Path, repeats: int) -> tuple[float, float, float]:
+    """A re-run of `prepare synthetic` on its finished 40-shard folder (all shards done: the
+    start-up and resume path) against what the checks add there (one load_manifest)."""
+    out = tmp / "synth"
+    args = [sys.executable, "-m", "pg2kit.cli", "prepare", "synthetic", "-o", str(out),
+            "--ids", "40", "--poses", "8", "--shard-size", "8", "--workers", "1", "--quiet"]  # fmt: skip
+    subprocess.run(args, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pg2kit.cli", "pairs", str(out), "--protocol", "pg2"],
+                   check=True, capture_output=True)  # fmt: skip
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        runs.append(time.perf_counter() - t)
+    a, b = [], []
+    for _ in range(7):
+        shards._CHECKED.clear()
+        a.append(timed(shards.load_manifest, out))
+        b.append(timed(lambda: json.loads((out / "manifest.json").read_text())))
+    n = sum(len(i["shards"]) for i in shards.load_manifest(out)["splits"].values())
+    print(f"synthetic folder for the prepare re-run: {n} shards")
+    return statistics.median(runs), statistics.median(a), statistics.median(b)
+
+
 def write_cost(tmp: Path, repeats: int) -> tuple[float, float]:
     rng = np.random.default_rng(1)
     arrays = {"image": rng.integers(0, 255, (256, 128, 64, 3), np.uint8),
@@ -171,6 +195,10 @@ def main() -> None:
         print(f"train --dry-run start-up:         {st * 1000:8.1f} ms  (median of {len(s)})")
         print(f"overhead of the checks:           {(ca - ub) * 1000:8.1f} ms = "
               f"{100 * (ca - ub) / st:.2f}% of start-up")  # fmt: skip
+        ps, lm, raw = prepare_startup(Path(tmp), args.startup_repeats)
+        print(f"prepare re-run, all shards done:  {ps * 1000:8.1f} ms; load_manifest checked "
+              f"{lm * 1000:.1f} ms vs json {raw * 1000:.1f} ms = "
+              f"{100 * (lm - raw) / ps:.2f}% of it")  # fmt: skip
         p, o = write_cost(Path(tmp), max(3, args.repeats // 2))
         print(f"write 256-sample shard: plain h5py {p * 1000:.0f} ms, write_shard {o * 1000:.0f} ms "
               f"(in memory, one write, fsync)")  # fmt: skip
