@@ -1,11 +1,14 @@
 """`prepare video`: every person in a video (or a folder of videos) found, tracked and turned into
 identities `<video stem>#<track>`, one sample per sampled frame in which the person passes the gates.
 
-Stages: the parent decodes frames (`--every N`), detects every person (PersonFinder.detect, cheap)
-and tracks them (pg2kit.tracking.Tracker), in a background thread; the workers estimate each
-person's keypoints on its own crop and apply the quality gates; back in the parent each track is
-thinned (`--min-pose-change`), short tracks are dropped (`--min-track`), tracks are assigned to a
-split (`--test-identities`) and the samples go into shards in video order.
+Stages: the parent decodes frames (`--every N`) in a background thread; the workers detect every
+person of a frame (PersonFinder.detect), estimate each one's keypoints on its own crop and apply
+the quality gates; back in the parent, in frame order, the persons are tracked
+(pg2kit.tracking.Tracker), each track is thinned (`--min-pose-change`), short tracks are dropped
+(`--min-track`), tracks are assigned to a split (`--test-identities`) and the samples go into
+shards in video order. Detection runs in the workers, not in the parent, because it costs as much
+as several keypoint estimates per frame (bench/video_speed.py): in the parent it left the
+workers waiting.
 
 A video that cannot be used (unknown codec, not a video, no frames, too large a resolution,
 nobody in it) is one row of failures.csv and one line on the terminal; the run goes on.
@@ -79,13 +82,21 @@ class VideoUnusable(ValueError):
 
 @dataclass
 class FrameTask:
-    """One sampled frame and the persons detected and tracked in it (goes to a worker)."""
+    """One sampled frame (goes to a worker)."""
 
-    video: int
     frame: int
     image: np.ndarray
-    persons: list  # pg2kit.persons.Person, detector boxes only
-    tracks: list[int]
+
+
+@dataclass
+class FrameResult:
+    """What a worker found in one frame: every person (duplicates dropped) in detector order."""
+
+    frame: int
+    boxes: np.ndarray  # float32 (N, 4) source pixels
+    scores: np.ndarray  # float32 (N,)
+    samples: list  # Found (accepted) or None (rejected), per person
+    reasons: list  # None (accepted) or the rejection reason, per person
 
 
 @dataclass
@@ -141,56 +152,33 @@ def frames(cap: Any, every: int, stats: VideoStats) -> Iterator[tuple[int, np.nd
         stats.stopped_early = True
 
 
-def detect_and_track(finder: Any, video: int, cap: Any, every: int,
-                     stats: VideoStats) -> Iterator[FrameTask]:  # fmt: skip
-    """Frames with at least one tracked person, as worker tasks."""
-    from pg2kit.tracking import Tracker
-
-    tracker = Tracker()
-    for index, image in frames(cap, every, stats):
-        persons = finder.detect(image)
-        stats.persons += len(persons)
-        boxes = np.array([p.box for p in persons], np.float32).reshape(-1, 4)
-        scores = np.array([p.score for p in persons], np.float32)
-        ids = tracker.update(index, boxes, scores)
-        keep = [i for i in range(len(persons)) if ids[i] >= 0]
-        if keep:
-            yield FrameTask(video, index, image, [persons[i] for i in keep],
-                            [int(ids[i]) for i in keep])  # fmt: skip
-    tracker.finish()
-
-
 # ---------------------------------------------------------------- worker side
 
 
-def estimate_frame(task: FrameTask, finder: Any, size: tuple[int, int], pad: str):
-    """Keypoints and gates for every tracked person of one frame.
-
-    Returns ([(track, Found)], [(track, reason)]).
-    """
+def find_in_frame(task: FrameTask, finder: Any, size: tuple[int, int], pad: str) -> FrameResult:
+    """Detect every person of one frame, estimate each one's keypoints on its own crop, gate."""
+    from pg2kit.persons import DUPLICATE
     from pg2kit.prepare import DetectedPersons
 
-    done = finder.estimate_all(task.image, task.persons)  # same order, occlusion gate applied
+    persons = finder.detect(task.image)
+    done = finder.estimate_all(task.image, persons)  # same order, occlusion gate applied
+    done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
     maker = DetectedPersons(size, pad, {})
-    kept, rejected = [], []
-    from pg2kit.persons import DUPLICATE
-
-    for track, p in zip(task.tracks, done, strict=True):
-        if p.reason is not None and p.reason.startswith(DUPLICATE):
-            continue  # a second detection of someone already in this frame: not a failure
-        if p.reason is not None:
-            rejected.append((track, p.reason))
-            continue
-        kept.append((track, maker.sample(task.image, p, track=track, frame=task.frame)))
-    return kept, rejected
+    samples, reasons = [], []
+    for p in done:
+        reasons.append(p.reason)
+        samples.append(None if p.reason else maker.sample(task.image, p, frame=task.frame))
+    boxes = np.array([p.box for p in done], np.float32).reshape(-1, 4)
+    scores = np.array([p.score for p in done], np.float32)
+    return FrameResult(task.frame, boxes, scores, samples, reasons)
 
 
-def estimate_frames(tasks: list[FrameTask], options: dict, size, pad) -> list:
-    """Worker task: `estimate_frame` for each frame, with this worker's PersonFinder."""
+def find_in_frames(tasks: list[FrameTask], options: dict, size, pad) -> list[FrameResult]:
+    """Worker task: `find_in_frame` for each frame, with this worker's PersonFinder."""
     from pg2kit.keypoint_sources import worker_person_finder
 
     finder = worker_person_finder(options)
-    return [estimate_frame(t, finder, size, pad) for t in tasks]
+    return [find_in_frame(t, finder, size, pad) for t in tasks]
 
 
 # ---------------------------------------------------------------- parent side
@@ -352,7 +340,7 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
 
     options = _person_options(cfg)
-    finder = PersonFinder(**options)
+    finder = PersonFinder(**options)  # its settings name the estimator version; it runs nowhere
     size = adapter.frame[:2]
     job = Job(adapter=adapter, finder=None, source=None, frame=adapter.frame,
               map_kind=cfg.map_kind, map_radius=cfg.map_radius, map_sigma=cfg.map_sigma,
@@ -406,23 +394,35 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
         per_track: dict[int, list] = defaultdict(list)
         seen_tracks: set[int] = set()
         try:
-            gen = detect_and_track(finder, vi, cap, cfg.every, stats)
+            from pg2kit.tracking import Tracker
+
+            tracker = Tracker()
+            gen = (FrameTask(i, im) for i, im in frames(cap, cfg.every, stats))
             last = 0
             for batch in _prefetch(gen, FRAMES_PER_BATCH):
                 tasks = [([t], options, size, pad) for t in batch]
                 workers = cfg.workers if len(tasks) > 1 else 1
-                for t, res in zip(batch, run_tasks(estimate_frames, tasks, workers=workers,
-                                                   backend=cfg.backend, scheduler=cfg.scheduler,
-                                                   ray_address=cfg.ray_address,
-                                                   retries=cfg.retries), strict=True):  # fmt: skip
-                    kept, rejected = res[0]
-                    seen_tracks.update(t.tracks)
-                    summary.persons_estimated += len(t.tracks)
-                    for track, found in kept:
+                results = run_tasks(find_in_frames, tasks, workers=workers, backend=cfg.backend,
+                                    scheduler=cfg.scheduler, ray_address=cfg.ray_address,
+                                    retries=cfg.retries)  # fmt: skip
+                for (res,) in results:
+                    n = len(res.samples)
+                    stats.persons += n
+                    summary.persons_estimated += n
+                    ids = tracker.update(res.frame, res.boxes, res.scores)
+                    for track, found, reason in zip(ids, res.samples, res.reasons, strict=True):
+                        track = int(track)
+                        if track >= 0:
+                            seen_tracks.add(track)
+                        if reason is None and track < 0:
+                            reason = "not tracked: detector score too low to start a track"
+                        if reason is not None:
+                            summary.rejections[_reason_key(reason)] += 1
+                            who = f"track {track}" if track >= 0 else "untracked person"
+                            plan.scan_failures.append((rel, f"frame {res.frame} {who}: {reason}"))
+                            continue
+                        found.track = track
                         per_track[track].append(found)
-                    for track, reason in rejected:
-                        summary.rejections[_reason_key(reason)] += 1
-                        plan.scan_failures.append((rel, f"frame {t.frame} track {track}: {reason}"))
                 bar.update(stats.frames_read - last)
                 last = stats.frames_read
         finally:

@@ -1,0 +1,161 @@
+"""`prepare video` throughput against the estimator alone on the same person crops.
+
+    python bench/video_speed.py [--images ../shared/data/realdev/Market1501] [--frames 40]
+                                [--people 5] [--workers 2] [--repeats 3]
+
+A 768x576 clip is composed from real Market-1501 crops (scaled to 192 px tall) walking across a
+textured background at different speeds (some cross), written with cv2.VideoWriter (MJPG).
+`prepare video` (decode, detect and track in the parent, keypoints and gates in the workers,
+crops, masks, shards) runs on it with N workers; the baseline runs only the MediaPipe estimator
+on the same people's crops (each true box widened by 15% of its height, as PersonFinder.estimate
+crops), already decoded, in the same N loky workers; a second baseline runs the whole person
+finder (detect + keypoints + gates, PersonFinder()) on the decoded frames in the same workers, so
+the cost of detection and the cost of the pipeline around it are told apart. Both are warm (models loaded in every
+worker before timing) and alternate over the repeats; medians are printed. Target: >= 80%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+H, W = 576, 768
+
+
+def compose(images: list[np.ndarray], frames: int, people: int, seed: int = 0):
+    """Frames (RGB) and the true boxes per frame of `people` crops walking across."""
+    rng = np.random.default_rng(seed)
+    tex = cv2.GaussianBlur(rng.integers(60, 200, (H, W, 3), dtype=np.uint8), (0, 0), 6)
+    ramp = np.linspace(0.7, 1.1, H)[:, None, None]
+    bg = np.clip(tex * ramp, 0, 255).astype(np.uint8)
+    walkers = []
+    for k in range(people):
+        im = images[k % len(images)]
+        im = cv2.resize(im, (96, 192), interpolation=cv2.INTER_CUBIC)
+        x0 = rng.uniform(0, W - 96)
+        v = rng.choice([-1, 1]) * rng.uniform(3, 9)
+        y = rng.uniform(40, H - 192 - 20)
+        walkers.append((im, x0, v, y))
+    out, boxes = [], []
+    for t in range(frames):
+        img = bg.copy()
+        bx = []
+        for im, x0, v, y in walkers:
+            x = (x0 + v * t) % (W - 96)
+            xi, yi = int(x), int(y)
+            img[yi : yi + 192, xi : xi + 96] = im
+            bx.append((xi, yi, xi + 96, yi + 192))
+        out.append(img)
+        boxes.append(bx)
+    return out, boxes
+
+
+def _estimate_chunk(crops):
+    from pg2kit.keypoint_sources import worker_estimator
+
+    est = worker_estimator({})
+    return [est(c) for c in crops]
+
+
+def _finder_chunk(frames):
+    """The person finder alone (detect + keypoints + gates) on decoded frames: persons found."""
+    from pg2kit.keypoint_sources import worker_person_finder
+
+    finder = worker_person_finder({})
+    return sum(len(finder(f)) for f in frames)
+
+
+def _warm_finder(_):
+    from pg2kit.keypoint_sources import worker_estimator, worker_person_finder
+
+    worker_estimator({})(np.zeros((64, 32, 3), np.uint8))
+    finder = worker_person_finder({})
+    finder._pose()(np.zeros((64, 32, 3), np.uint8))
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--images", type=Path, default=Path("../shared/data/realdev/Market1501"))
+    ap.add_argument("--frames", type=int, default=40)
+    ap.add_argument("--people", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    from joblib import Parallel, delayed
+
+    from pg2kit.prepare import PrepareConfig, run_prepare
+
+    files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg"))
+    images = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in files[:50]]
+    frames, boxes = compose(images, args.frames, args.people)
+    crops = []
+    for img, bx in zip(frames, boxes, strict=True):
+        for x0, y0, x1, y1 in bx:
+            m = int(0.15 * (y1 - y0))
+            crops.append(np.ascontiguousarray(img[max(0, y0 - m) : y1 + m,
+                                                  max(0, x0 - m) : x1 + m]))  # fmt: skip
+    chunks = [crops[i : i + 8] for i in range(0, len(crops), 8)]
+    runner = Parallel(n_jobs=args.workers, backend="loky")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        clip = tmp / "street.avi"
+        vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (W, H))
+        for img in frames:
+            vw.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        vw.release()
+        runner(delayed(_warm_finder)(i) for i in range(4 * args.workers))  # models in workers
+        warm = tmp / "warm.avi"
+        vw = cv2.VideoWriter(str(warm), cv2.VideoWriter_fourcc(*"MJPG"), 25, (W, H))
+        for img in frames[:4]:
+            vw.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        vw.release()
+        cfg = PrepareConfig(dataset="video", src=warm, out=tmp / "w", workers=args.workers,
+                            min_track=1, overwrite=True)  # fmt: skip
+        run_prepare(cfg, log=lambda s: None, progress=False)  # detector in this process
+        est_rates, prep_rates, frame_rates, finder_rates = [], [], [], []
+        summary = {}
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            runner(delayed(_estimate_chunk)(c) for c in chunks)
+            est_rates.append(len(crops) / (time.perf_counter() - t))
+            t = time.perf_counter()
+            runner(delayed(_finder_chunk)(frames[i : i + 2]) for i in range(0, len(frames), 2))
+            finder_rates.append(len(frames) / (time.perf_counter() - t))
+            cfg = PrepareConfig(dataset="video", src=clip, out=tmp / "out", workers=args.workers,
+                                min_track=1, overwrite=True)  # fmt: skip
+            t = time.perf_counter()
+            manifest = run_prepare(cfg, log=lambda s: None, progress=False)
+            dt = time.perf_counter() - t
+            summary = manifest["video_summary"]
+            prep_rates.append(summary["persons_estimated"] / dt)
+            frame_rates.append(summary["frames_read"] / dt)
+    est = statistics.median(est_rates)
+    prep = statistics.median(prep_rates)
+    print(f"clip: {args.frames} frames {W}x{H}, {args.people} people per frame, "
+          f"{args.workers} workers")  # fmt: skip
+    print(
+        f"estimator only : {est:7.1f} persons/s  (runs: {', '.join(f'{r:.1f}' for r in est_rates)})"
+    )  # noqa: E501
+    print(f"prepare video  : {prep:7.1f} persons/s, {statistics.median(frame_rates):.2f} frames/s"
+          f"  (runs: {', '.join(f'{r:.1f}' for r in prep_rates)})")  # fmt: skip
+    fr = statistics.median(frame_rates)
+    fnd = statistics.median(finder_rates)
+    print(f"finder only    : {fnd:7.2f} frames/s (PersonFinder() per decoded frame, same workers)")
+    print(
+        f"ratio          : {prep / est:.2f} of the estimator-only rate (persons/s); "
+        f"{fr / fnd:.2f} of the finder-only rate (frames/s)"
+    )
+    print(f"last run: persons found {summary['persons_found']}, estimated "
+          f"{summary['persons_estimated']}, tracks kept {summary['tracks_kept']}, samples "
+          f"{summary['samples']}, rejections {summary['rejections']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
