@@ -177,3 +177,23 @@ def test_save_image_atomic_round_trip(tmp_path):
 )  # fmt: skip
 def test_is_image_file(name, expected):
     assert is_image_file(name) is expected
+
+
+def test_header_size_checked_before_decoding(tmp_path):
+    from pg2kit.imageio import check_image_size, header_size
+
+    p = tmp_path / "wide.png"
+    cv2.imwrite(str(p), np.zeros((40, 300, 3), np.uint8))
+    assert header_size(p) == (300, 40)
+    assert check_image_size(p, max_pixels=12_000, min_side=32) == (300, 40)
+    with pytest.raises(ImageError, match=r"image too large: 300x40 = 0.0 MP > --max-pixels"):
+        check_image_size(p, max_pixels=11_999, min_side=32)
+    with pytest.raises(
+        ImageError, match=r"image too small: 300x40, shorter side < --min-image-px 41"
+    ):
+        check_image_size(p, max_pixels=None, min_side=41)
+    # what Pillow cannot read is left to the decoder, which words the reason
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.png").write_text("hello")
+    assert header_size(tmp_path / "empty.jpg") is None
+    assert check_image_size(tmp_path / "text.png") is None

@@ -217,3 +217,20 @@ def test_contact_sheet():
     path = Path(tempfile.gettempdir()) / "synthetic_preview.png"
     assert cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     assert cv2.imread(str(path)).shape == sheet.shape
+
+
+def test_synthetic_adapter_matches_generate():
+    from pg2kit.datasets.synthetic import Synthetic
+
+    ad = Synthetic(num_identities=5, num_poses=3, size=(128, 64), seed=2)
+    scan = ad.scan()
+    records = scan.records["train"] + scan.records["test"]
+    samples = list(generate(5, 3, size=(128, 64), seed=2))
+    assert [r.name for r in records] == [s.name for s in samples]
+    assert [r.camera for r in records] == [s.camera for s in samples]
+    assert len(scan.records["test"]) == 3  # the last identity of 5 (20%)
+    r, s = records[4], samples[4]
+    np.testing.assert_array_equal(ad.load(r), s.image)
+    kp, sc = ad.truth(r)
+    np.testing.assert_array_equal(kp, s.keypoints)
+    assert ad.frame == (128, 64, 0) and r.rel_path == f"synthetic/{s.name}"
