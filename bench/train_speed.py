@@ -1,168 +1,174 @@
-"""Training-step throughput of G1 (stage I) and G2 + D (stage II): fp32 eager vs optimised path.
+"""What the CPU pays to issue one training step: eager against the compiled whole step.
 
-Prints samples/s, counted FLOPs per sample (FlopCounterMode), model FLOP utilisation against
---peak-tflops and the projected time of the full Market schedule (22k G1 + 38k G2 steps, batch 16).
-On CPU it uses fewer channels (--cpu-channels) and smaller batches, and says so.
-Usage: python bench/train_speed.py [--seconds 8] [--peak-tflops 989]
+For Market G1 (batch 16), Market G2+D (batch 16) and DeepFashion G1 / G2+D (batch 1) it prints
+the ops one step issues (profiler: top-level dispatcher ops + inductor's fused kernels; and a
+TorchDispatchMode count for eager) and the CPU time per step with the networks shrunk to
+--channels base channels, so that the time is the issuing overhead (Python, dispatcher,
+kernel-launch glue) rather than arithmetic: the cost the GPU waits on when the CPU cannot keep up.
+Op counts do not depend on channels or batch (the graph is the same), only on the depth.
+Then: how long a checkpoint write blocks the loop (synchronous torch.save against the
+background writer, full-size Market G1 state) and how long the loop waits for each batch with
+and without the prefetch thread (a 20 ms stand-in for an asynchronous GPU step).
+
+Usage: python bench/train_speed.py [--seconds 3] [--channels 4] [--skip-compile] [--only market]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pg2kit.models import G1, G2, Arch, Discriminator, default_repeat  # noqa: E402
-from pg2kit.train import g1_step, g2_step, make_config  # noqa: E402
+from _train_common import (  # noqa: E402
+    FASHION,
+    MARKET,
+    arch_of,
+    dispatch_mode_count,
+    fake_batch,
+    issued_ops,
+    make_steps,
+    step_fn,
+    time_calls,
+)
 
-MARKET_G1, MARKET_G2 = 22_000, 38_000
-
-
-def fake_batch(b: int, h: int, w: int, device, channels_last: bool) -> dict:
-    g = torch.Generator().manual_seed(0)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    img = lambda: (torch.rand(b, 3, h, w, generator=g) * 2 - 1).to(device, memory_format=fmt)  # noqa: E731
-    kp = torch.rand(b, 18, 2, generator=g) * torch.tensor([w - 1, h - 1])
-    return {
-        "source": img(),
-        "target": img(),
-        "target_kp": kp.to(device),
-        "source_kp": kp.to(device),
-        "mask": (torch.rand(b, 1, h, w, generator=g) < 0.3).float().to(device),
-    }
-
-
-def build(arch: Arch, device, opt_path: dict):
-    fmt = torch.channels_last if opt_path["channels_last"] else torch.contiguous_format
-    g1, g2, d = (m.to(device, memory_format=fmt) for m in (G1(arch), G2(arch), Discriminator(arch)))
-    kw = {"fused": True} if opt_path["fused"] else {}
-    opt = {k: torch.optim.Adam(m.parameters(), lr=2e-5, betas=(0.5, 0.999), **kw)
-           for k, m in (("g1", g1), ("g2", g2), ("disc", d))}  # fmt: skip
-    nets = {"g1": g1, "g2": g2, "disc": d, "g1_frozen": g1}
-    if opt_path["compile"]:
-        nets = {k: torch.compile(v) for k, v in nets.items()}
-    return nets, opt
+VARIANTS = {
+    "eager, Adam defaults": dict(compile="none", fused_adam=False),
+    "eager, fused Adam": dict(compile="none", fused_adam=True),
+    "compiled step, fused Adam": dict(compile="default", fused_adam=True),
+}
 
 
-def measure(arch, batch, device, opt_path, stage, seconds, cfg) -> tuple[float, float]:
-    """(median samples/s over 3 timed windows, FLOPs per sample counted in one step)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def issue_table(args) -> None:
+    cases = []
+    if args.only in (None, "market"):
+        cases += [("Market G1", MARKET, "g1"), ("Market G2+D", MARKET, "g2")]
+    if args.only in (None, "deepfashion"):
+        cases += [("DeepFashion G1", FASHION, "g1"), ("DeepFashion G2+D", FASHION, "g2")]
+    print(f"\n## ops and CPU time per step (n = {args.channels}, fp32, {torch.get_num_threads()} "
+          f"threads)")  # fmt: skip
+    print("| step | batch | path | dispatcher ops | fused kernels | total | dispatch-mode count "
+          "| ms per step |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for label, ds, stage in cases:
+        h, w = ds["hw"]
+        arch = arch_of(h, w, channels=args.channels, disc_channels=args.channels)
+        batch = fake_batch(ds["batch"], h, w, "cpu")
+        results = {}
+        for name, kw in VARIANTS.items():
+            if args.skip_compile and kw["compile"] != "none":
+                continue
+            steps = make_steps(arch, ds["preset"], "cpu", **kw)
+            fn = step_fn(steps, stage, batch)
+            t0 = time.perf_counter()
+            for _ in range(3):  # warm-up; compiles on the first call
+                fn()
+            warm = time.perf_counter() - t0
+            ops = issued_ops(fn)
+            dm = dispatch_mode_count(fn) if kw["compile"] == "none" else None
+            sec = time_calls(fn, "cpu", args.seconds)
+            results[name] = (ops, sec)
+            print(f"| {label} | {ds['batch']} | {name} | {ops['dispatcher']} | {ops['fused']} | "
+                  f"{ops['total']} | {dm if dm is not None else '-'} | {sec * 1e3:.1f} |"
+                  + (f" (warm-up incl. compile {warm:.0f} s)" if kw["compile"] != "none" else ""))  # fmt: skip
+            if args.verbose:
+                print("   top ops:", dict(ops["top"].most_common(8)))
+        base = results.get("eager, fused Adam")
+        comp = results.get("compiled step, fused Adam")
+        plain = results.get("eager, Adam defaults")
+        if base and comp:
+            print(f"|  |  | ratio eager/compiled (both fused Adam) | | | "
+                  f"x{base[0]['total'] / comp[0]['total']:.1f} fewer ops | | "
+                  f"x{base[1] / comp[1]:.2f} |")  # fmt: skip
+        if plain and comp:
+            print(f"|  |  | ratio eager Adam-defaults/compiled | | | "
+                  f"x{plain[0]['total'] / comp[0]['total']:.1f} fewer ops | | "
+                  f"x{plain[1] / comp[1]:.2f} |")  # fmt: skip
 
-    torch.manual_seed(0)
-    nets, opt = build(arch, device, opt_path)
-    data = fake_batch(batch, arch.height, arch.width, device, opt_path["channels_last"])
 
-    def amp():
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=opt_path["amp"])
+def checkpoint_stall(args) -> None:
+    """Loop-blocking time of a checkpoint: full-size Market G1 + Adam state (~850 MB)."""
+    from pg2kit.train import CheckpointWriter, _cpu_copy
 
-    step = g1_step if stage == "g1" else g2_step
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(3 if opt_path["compile"] else 1):  # warm-up (compilation)
-        step(nets, opt, data, cfg, arch, amp)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(nets, opt, data, cfg, arch, amp)
-    flops = counter.get_total_flops() / batch
-    rates = []
-    for _ in range(3):
-        sync()
-        t, n = time.perf_counter(), 0
-        while time.perf_counter() - t < seconds / 3 or n < 2:
-            step(nets, opt, data, cfg, arch, amp)
-            n += 1
-        sync()
-        rates.append(n * batch / (time.perf_counter() - t))
-    return statistics.median(rates), flops
+    arch = arch_of(128, 64)
+    steps = make_steps(arch, "market1501", "cpu")
+    batch = fake_batch(2, 128, 64, "cpu")
+    steps.g1(batch)  # Adam state exists
+    state = {"g1": steps.nets["g1"].state_dict(), "opt_g1": steps.opt["g1"].state_dict()}
+    with tempfile.TemporaryDirectory(dir=args.tmp) as d:
+        sync, bg, total = [], [], []
+        for i in range(args.ckpt_repeats):
+            t = time.perf_counter()
+            torch.save(state, Path(d) / f"sync-{i}.pt")  # the straightforward write
+            sync.append(time.perf_counter() - t)
+            (Path(d) / f"sync-{i}.pt").unlink()
+            writer = CheckpointWriter(Path(d), keep=1, boundary_step=-1)
+            t = time.perf_counter()
+            writer.save(i + 1, _cpu_copy(state))  # what the trainer does
+            bg.append(time.perf_counter() - t)
+            writer.wait()
+            total.append(time.perf_counter() - t)
+    mb = sum(v.numel() * v.element_size() for v in state["g1"].values()) * 3 / 1e6
+    print(f"\n## checkpoint write, Market G1 + Adam state (~{mb:.0f} MB), {args.ckpt_repeats} "
+          f"repeats, folder {args.tmp or tempfile.gettempdir()}")  # fmt: skip
+    print(f"synchronous torch.save blocks the loop {statistics.median(sync):.2f} s; background "
+          f"writer blocks it {statistics.median(bg):.2f} s (the CPU copy), the write itself "
+          f"takes {statistics.median(total):.2f} s on its thread (fsync included)")  # fmt: skip
 
 
-def market_flops(stage: str, channels: int, device) -> float:
-    """FLOPs per sample of one training step of the full-size Market model (meta tensors)."""
-    from torch.utils.flop_counter import FlopCounterMode
+def prefetch_wait(args) -> None:
+    """Main-thread time spent getting each batch, with a 20 ms sleeping stand-in step."""
+    from pg2kit.data import PairBatches, PairBatchSampler, make_loader
+    from pg2kit.train import Prefetcher
 
-    arch = Arch(height=128, width=64, channels=channels, repeat=5)
-    cfg = make_config("market1501")
-    with torch.device("meta"):
-        nets, opt = build(arch, torch.device("meta"), dict(channels_last=False, fused=False,
-                                                           compile=False))  # fmt: skip
-        data = fake_batch(2, 128, 64, "meta", False)
-    counter = FlopCounterMode(display=False)
-    step = g1_step if stage == "g1" else g2_step
-    with counter, contextlib.suppress(Exception):  # the optimiser step may not run on meta
-        step(nets, opt, data, cfg, arch, contextlib.nullcontext)
-    return counter.get_total_flops() / 2
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests._shardfactory import make_prepared
+
+    with tempfile.TemporaryDirectory() as d:
+        root = make_prepared(Path(d) / "prep", num_ids=40, poses=4, size=(128, 64),
+                             shard_size=40)  # fmt: skip
+        ds = PairBatches(root, in_memory=True).load()
+        res = {}
+        for depth in (0, 2):
+            sampler = PairBatchSampler(len(ds), 16, 0, True)
+            batches = Prefetcher(iter(make_loader(ds, sampler)), torch.device("cpu"), False, depth)
+            waits = []
+            for i in range(60):
+                t = time.perf_counter()
+                next(batches)
+                if i >= 5:
+                    waits.append(time.perf_counter() - t)
+                time.sleep(0.02)  # the GPU step the CPU would be issuing meanwhile
+            batches.close()
+            res[depth] = statistics.median(waits)
+    print("\n## batch wait on the issuing thread (Market 128x64, batch 16, in memory, flips)")
+    print(f"inline (prefetch 0): {res[0] * 1e3:.2f} ms per step; prefetch 2: "
+          f"{res[2] * 1e3:.2f} ms per step")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=8.0, help="timed seconds per measurement")
-    ap.add_argument("--peak-tflops", type=float, default=None,
-                    help="peak of the device for the utilisation (e.g. 989 for H100 bf16 dense)")  # fmt: skip
-    ap.add_argument("--cpu-channels", type=int, default=16, help="base channels n on CPU")
-    ap.add_argument(
-        "--compile", action="store_true", help="add torch.compile to the optimised path"
-    )
-    ap.add_argument("--shapes", default=None, help="e.g. 128x64x16,256x256x1 (HxWxbatch)")
-    ap.add_argument("--threads", type=int, default=None,
-                    help="torch intra-op threads (CPU)")  # fmt: skip
+    ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
+    ap.add_argument("--channels", type=int, default=4, help="base channels n for the op table")
+    ap.add_argument("--skip-compile", action="store_true", help="eager rows only")
+    ap.add_argument("--only", choices=["market", "deepfashion"], default=None,
+                    help="only these rows of the op table")  # fmt: skip
+    ap.add_argument("--no-extras", action="store_true", help="op table only")
+    ap.add_argument("--ckpt-repeats", type=int, default=3, help="checkpoint writes to time")
+    ap.add_argument("--tmp", default=None, help="folder for the checkpoint timing")
+    ap.add_argument("--verbose", action="store_true", help="print the most frequent ops")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda" if cuda else "cpu")
-    eager = dict(amp=False, channels_last=False, fused=False, compile=False)
-    if cuda:
-        optimised = dict(amp=True, channels_last=True, fused=True, compile=args.compile)
-        channels = 128
-        shapes = args.shapes or "128x64x16,128x64x64,256x256x1,256x256x16"
-    else:
-        # measured on the 2-core AMD EPYC (avx512_bf16) at 128x64, n = 16, batch 16: bf16 autocast
-        # x1.8 (G1) / x1.6 (G2+D), fused Adam ~x1.1, channels_last mixed (x1.3 alone, slower
-        # with bf16); so the CPU "optimised" path is bf16 + fused Adam (+ compile if asked)
-        optimised = dict(amp=True, channels_last=False, fused=True, compile=args.compile)
-        channels = args.cpu_channels
-        shapes = args.shapes or "128x64x16,128x64x64,256x256x4"
-    name = torch.cuda.get_device_name() if cuda else f"CPU, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__} on {name}; base channels n = {channels}"
-          + ("" if cuda else " (reduced for CPU; the full model uses 128)"))  # fmt: skip
-    print(f"optimised path: {optimised}")
-    market = {}
-    for shape in shapes.split(","):
-        h, w, b = (int(v) for v in shape.split("x"))
-        arch = Arch(height=h, width=w, channels=channels, repeat=default_repeat(h),
-                    g2_full_res_skip=h >= 256, disc_layers=5 if h >= 256 else 4)  # fmt: skip
-        cfg = make_config("market1501" if h < 256 else "deepfashion")
-        for stage in ("g1", "g2"):
-            (e, flops), (o, _) = (
-                measure(arch, b, device, p, stage, args.seconds, cfg) for p in (eager, optimised)
-            )
-            util = ""
-            if args.peak_tflops:
-                util = f" | MFU eager {e * flops / args.peak_tflops / 1e10:.1f}% " \
-                       f"opt {o * flops / args.peak_tflops / 1e10:.1f}%"  # fmt: skip
-            print(f"{h}x{w} batch {b:3d} {stage.upper()}{'+D' if stage == 'g2' else '  '}: "
-                  f"eager fp32 {e:8.1f} samples/s | optimised {o:8.1f} samples/s | x{o / e:.2f} "
-                  f"| {flops / 1e9:.2f} GFLOP/sample | {o * flops / 1e12:.3f} TFLOP/s{util}")  # fmt: skip
-            if (h, w, b) == (128, 64, 16):
-                market[stage] = (o, flops)
-    if len(market) == 2:
-        t = MARKET_G1 * 16 / market["g1"][0] + MARKET_G2 * 16 / market["g2"][0]
-        if cuda:
-            print(f"projected full Market schedule (optimised path): {t / 3600:.1f} h")
-        else:
-            full = {s: market_flops(s, 128, device) for s in ("g1", "g2")}
-            scale = sum(n * 16 * full[s] / market[s][0] / market[s][1]
-                        for s, n in (("g1", MARKET_G1), ("g2", MARKET_G2)))  # fmt: skip
-            print(f"projected Market schedule at n = {channels}: {t / 3600:.1f} h; full model "
-                  f"(n = 128, {full['g1'] / 1e9:.0f} / {full['g2'] / 1e9:.0f} GFLOP per sample "
-                  f"and step for G1 / G2+D) at the same FLOP rate: {scale / 3600 / 24:.0f} days")  # fmt: skip
+    print(f"torch {torch.__version__}, CPU, {torch.get_num_threads()} threads")
+    issue_table(args)
+    if not args.no_extras:
+        checkpoint_stall(args)
+        prefetch_wait(args)
 
 
 if __name__ == "__main__":

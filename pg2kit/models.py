@@ -215,7 +215,7 @@ class Discriminator(nn.Module):
     6-ch pairs (PG2 paper). Every conv has a bias, also before BatchNorm, as the public code
     (4,324,737 parameters at 128x64, 10,896,257 at 256x256); convs and the linear layer start
     uniform with std 0.02 (+-0.02*sqrt(3)), biases at zero. BatchNorm normalises with batch
-    statistics (the trainer keeps D in train mode).
+    statistics in every mode (no running statistics are kept: nothing for a CUDA graph to mutate).
     """
 
     def __init__(self, arch: Arch):
@@ -235,7 +235,7 @@ class Discriminator(nn.Module):
             cout = c * 2 ** min(i, 3)  # 64, 128, 256, 512, 512
             layers.append(nn.Conv2d(in_ch, cout, 5, stride=2, padding=2, bias=True))
             if i > 0:
-                layers.append(nn.BatchNorm2d(cout))
+                layers.append(nn.BatchNorm2d(cout, track_running_stats=False))
             layers.append(nn.LeakyReLU(0.2))
             in_ch = cout
         self.features = nn.Sequential(*layers)
@@ -257,4 +257,7 @@ def param_counts(arch: Arch) -> dict[str, int]:
     """Parameters of G1, G2 and D for `arch`, counted on the meta device (no memory used)."""
     with torch.device("meta"):
         nets = build_models(arch)
-    return {k: sum(p.numel() for p in m.parameters()) for k, m in zip(("g1", "g2", "disc"), nets)}
+    return {
+        k: sum(p.numel() for p in m.parameters())
+        for k, m in zip(("g1", "g2", "disc"), nets, strict=True)
+    }

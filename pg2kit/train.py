@@ -526,7 +526,9 @@ class Steps:
         return torch.compile(fn, mode=None if self.compile == "default" else self.compile)
 
     def _amp(self):
-        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=torch.bfloat16)
 
     # ---- loss regions (what gets compiled)
 

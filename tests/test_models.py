@@ -164,3 +164,14 @@ def test_discriminator_init_is_uniform_std_002():
 def test_unsupported_resolutions(hw, r):
     with pytest.raises(ValueError):
         check_resolution(*hw, r)
+
+
+def test_discriminator_batchnorm_uses_batch_statistics_in_every_mode():
+    torch.manual_seed(0)
+    arch = Arch(height=32, width=16, channels=8, repeat=3, disc_layers=3, disc_channels=8)
+    d = Discriminator(arch)
+    x = torch.randn(4, 3, 32, 16)
+    a = d.train()(x)
+    b = d.eval()(x)
+    torch.testing.assert_close(a, b)
+    assert not any("running" in k for k in d.state_dict())  # nothing mutated per forward

@@ -1,0 +1,196 @@
+"""GPU check of the trainer: samples/s of G1 and G2+D, fp32 eager against the optimised path,
+model FLOP utilisation and the projected full Market / DeepFashion schedules.
+
+Run through bench/gpu_check.sh (one call, under 8 minutes on an H100/H200, nothing installed).
+The steps are the trainer's own (pg2kit.train.Steps) on a synthetic batch already on the device
+(so data loading is not in the figures). Paths:
+  fp32 eager  : fp32, no compile, Adam with its defaults (what a user writes first)
+  bf16 eager  : bf16 autocast, channels_last, fused Adam, no compile
+  optimised   : bf16 autocast, channels_last, fused Adam, --compile MODE (whole step)
+FLOPs per step are counted with torch.utils.flop_counter.FlopCounterMode (forward + backward of
+every network the step runs); MFU = FLOPs/s over --peak-tflops (default: bf16 dense peak of the
+card, 989 for H100/H200 SXM). GPU_CHECK_SMOKE=1 (or --smoke) runs the same code on tiny networks
+and shapes, also on a CPU, to prove the script works; its numbers mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _train_common import (  # noqa: E402
+    FASHION,
+    MARKET,
+    arch_of,
+    fake_batch,
+    make_steps,
+    step_flops,
+    step_fn,
+    time_calls,
+)
+
+PATHS = {
+    "fp32 eager": dict(precision="fp32", compile="none", fused_adam=False, channels_last=False),
+    "bf16 eager": dict(precision="bf16", compile="none", fused_adam=True, channels_last=True),
+    "optimised": dict(precision="bf16", fused_adam=True, channels_last=True),  # + compile mode
+}
+TARGETS = {"market_min": 10.0, "fashion_b1_min": 15.0, "speedup": 2.5}
+
+
+def peak_for(name: str) -> float:
+    for key, tflops in (("H100", 989.0), ("H200", 989.0), ("A100", 312.0)):
+        if key in name:
+            return tflops
+    return float("nan")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--smoke", action="store_true", default=os.environ.get("GPU_CHECK_SMOKE") == "1",
+                    help="tiny networks and shapes (works on a CPU); env GPU_CHECK_SMOKE=1")  # fmt: skip
+    ap.add_argument("--budget", type=float, default=420.0,
+                    help="seconds for all measurements; later rows are skipped past it")  # fmt: skip
+    ap.add_argument("--seconds", type=float, default=2.0, help="timed seconds per measurement")
+    ap.add_argument("--compile", default="reduce-overhead",
+                    choices=["default", "reduce-overhead", "max-autotune"],
+                    help="compile mode of the optimised path")  # fmt: skip
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="peak for the MFU  [default: bf16 dense peak of the card]")  # fmt: skip
+    ap.add_argument("--json", default=None, help="also write the results here  [default: "
+                    "$OUT/gpu_check.json when $OUT is set]")  # fmt: skip
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
+    peak = args.peak_tflops or peak_for(name)
+    if args.smoke:
+        channels, dchannels, seconds = 4, 4, 0.3
+        # (label, dataset, H, W, batch); smoke: the same rows at tiny sizes
+        rows = [("market b16", MARKET, 32, 16, 4), ("fashion b1", FASHION, 64, 64, 1)]
+    else:
+        channels, dchannels, seconds = 128, 64, args.seconds
+        rows = [
+            ("market b16", MARKET, 128, 64, 16),
+            ("fashion b1", FASHION, 256, 256, 1),
+            ("market b64", MARKET, 128, 64, 64),
+            ("fashion b8", FASHION, 256, 256, 8),
+        ]
+    if not cuda and not args.smoke:
+        sys.exit("no CUDA device: run with GPU_CHECK_SMOKE=1 for the CPU smoke test")
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+    print(f"gpu_check: torch {torch.__version__} on {name}; peak {peak} TFLOP/s (bf16 dense); "
+          f"compile mode {args.compile}; n = {channels}{' SMOKE (numbers mean nothing)' if args.smoke else ''}; "
+          f"TF32 convs {torch.backends.cudnn.allow_tf32}, TF32 matmul "
+          f"{torch.backends.cuda.matmul.allow_tf32}", flush=True)  # fmt: skip
+
+    results = []
+    for label, ds, h, w, b in rows:
+        arch = arch_of(h, w, channels=channels, disc_channels=dchannels)
+        for stage in ("g1", "g2"):
+            flops = step_flops(arch, ds["preset"], stage, b)
+            row = {"row": label, "hw": f"{h}x{w}", "batch": b, "stage": stage,
+                   "tflop_per_step": flops / 1e12}  # fmt: skip
+            for path, kw in PATHS.items():
+                left = args.budget - (time.perf_counter() - t_start)
+                if left < (60 if path == "optimised" and not args.smoke else 5):
+                    row[path] = {"skipped": "time budget"}
+                    continue
+                if path == "optimised":
+                    kw = {**kw, "compile": args.compile}
+                try:
+                    if cuda:
+                        torch.cuda.empty_cache()
+                    steps = make_steps(arch, ds["preset"], device, **kw)
+                    batch = fake_batch(b, h, w, device, kw["channels_last"])
+                    fn = step_fn(steps, stage, batch)
+                    t0 = time.perf_counter()
+                    for _ in range(3):  # warm-up: cudnn autotune, compile, CUDA graph capture
+                        fn()
+                    if cuda:
+                        torch.cuda.synchronize()
+                    warm = time.perf_counter() - t0
+                    sec = time_calls(fn, device, seconds)
+                    row[path] = {"samples_per_s": b / sec, "steps_per_s": 1 / sec,
+                                 "mfu": flops / sec / (peak * 1e12), "warmup_s": warm}  # fmt: skip
+                    del steps, batch, fn
+                except Exception as e:  # noqa: BLE001 -- report and go on with the next row
+                    row[path] = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"}
+                    traceback.print_exc(limit=3)
+            results.append(row)
+            _print_row(row)
+
+    summary = _project(results, args.smoke)
+    out = {"device": name, "torch": torch.__version__, "smoke": args.smoke, "channels": channels,
+           "compile": args.compile, "peak_tflops": peak, "rows": results, "summary": summary,
+           "seconds_total": time.perf_counter() - t_start}  # fmt: skip
+    path = args.json or (os.path.join(os.environ["OUT"], "gpu_check.json")
+                         if os.environ.get("OUT") else None)  # fmt: skip
+    if path:
+        Path(path).write_text(json.dumps(out, indent=1, default=str) + "\n")
+        print(f"wrote {path}")
+    print(f"total {out['seconds_total']:.0f} s")
+
+
+def _fmt(r: dict | None) -> str:
+    if not r:
+        return "-"
+    if "samples_per_s" in r:
+        mfu = r["mfu"]
+        return (f"{r['samples_per_s']:9.1f}/s MFU {mfu * 100:5.1f}%"
+                if mfu == mfu else f"{r['samples_per_s']:9.1f}/s")  # fmt: skip
+    return r.get("skipped") or r.get("error", "?")
+
+
+def _print_row(row: dict) -> None:
+    e, o = row.get("fp32 eager", {}), row.get("optimised", {})
+    ratio = ""
+    if "samples_per_s" in e and "samples_per_s" in o:
+        ratio = f" | optimised/fp32 eager x{o['samples_per_s'] / e['samples_per_s']:.2f}"
+    print(f"{row['hw']:>8} b{row['batch']:<3} {row['stage'].upper()}{'+D' if row['stage'] == 'g2' else '  '}"
+          f" {row['tflop_per_step']:.3f} TFLOP/step | fp32 eager {_fmt(e)} | bf16 eager "
+          f"{_fmt(row.get('bf16 eager'))} | optimised {_fmt(o)}{ratio}", flush=True)  # fmt: skip
+
+
+def _project(results: list[dict], smoke: bool) -> dict:
+    """Full-schedule times from steps/s of the batch-16 Market and batch-1 DeepFashion rows."""
+    by = {(r["row"], r["stage"]): r for r in results}
+    summary = {}
+    for key, ds, target in (("market b16", MARKET, TARGETS["market_min"]),
+                            ("fashion b1", FASHION, TARGETS["fashion_b1_min"])):  # fmt: skip
+        for path in PATHS:
+            g1, g2 = by.get((key, "g1"), {}).get(path, {}), by.get((key, "g2"), {}).get(path, {})
+            if "steps_per_s" not in g1 or "steps_per_s" not in g2:
+                continue
+            minutes = (ds["g1"] / g1["steps_per_s"] + ds["g2"] / g2["steps_per_s"]) / 60
+            summary[f"{key} {path} full schedule min"] = minutes
+            verdict = "" if path != "optimised" or smoke else \
+                (" PASS" if minutes <= target else f" FAIL (target <= {target:.0f} min)")  # fmt: skip
+            print(f"projected {ds['preset']} schedule ({ds['g1']} G1 + {ds['g2']} G2+D steps, "
+                  f"batch {ds['batch']}), {path}: {minutes:.1f} min{verdict}")  # fmt: skip
+    speedups = [r["optimised"]["samples_per_s"] / r["fp32 eager"]["samples_per_s"]
+                for r in results if "samples_per_s" in r.get("optimised", {})
+                and "samples_per_s" in r.get("fp32 eager", {})]  # fmt: skip
+    if speedups:
+        lo = min(speedups)
+        summary["min_speedup"] = lo
+        verdict = "" if smoke else (" PASS" if lo >= TARGETS["speedup"] else
+                                    f" FAIL (target >= {TARGETS['speedup']})")  # fmt: skip
+        print(f"optimised / fp32 eager: min x{lo:.2f}, max x{max(speedups):.2f} over "
+              f"{len(speedups)} rows{verdict}")  # fmt: skip
+    return summary
+
+
+if __name__ == "__main__":
+    main()
