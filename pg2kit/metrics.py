@@ -27,6 +27,7 @@ __all__ = [
     "psnr_batch",
     "ssim",
     "ssim_batch",
+    "ssim_batch_multi",
     "ssim_one",
 ]
 
@@ -88,14 +89,20 @@ def _window(variant: str) -> np.ndarray:
 
 
 def ssim_batch(generated: np.ndarray, real: np.ndarray, variant: str = "pg2") -> np.ndarray:
-    """Per-pair SSIM (N,) float64 of (N, H, W, 3) uint8 arrays; agrees with `ssim_one` per pair.
+    """Per-pair SSIM (N,) float64 of (N, H, W, 3) uint8 arrays; agrees with `ssim_one` per pair."""
+    return ssim_batch_multi(generated, real, (variant,))[variant]
+
+
+def ssim_batch_multi(
+    generated: np.ndarray, real: np.ndarray, variants=SSIM_VARIANTS
+) -> dict[str, np.ndarray]:
+    """Per-pair SSIM (N,) float64 in each of `variants`, sharing the image products.
 
     A chunk of images is filtered as one tall image with OpenCV (the rows that mix neighbouring
     images lie in the border that scikit-image crops away), then the SSIM map is averaged over
-    the valid interior and the channels. pg2: 7x7 box sums of the uint8 images and their
-    products are exact integers in float64, so the result equals scikit-image to float64
-    rounding. patn: the Gaussian filter runs in float64 on the images shifted by -128 (~1e-12
-    from scikit-image; float32 was tried and is off by up to 1e-5 on white backgrounds).
+    the valid interior and the channels. All in float64: pg2's 7x7 box sums of uint8 data and
+    their products are exact integers, patn's Gaussian sums are ~1e-12 from scikit-image
+    (float32 was tried: up to 1e-5 off on white backgrounds, far more on flat images).
     """
     import cv2
 
@@ -104,50 +111,34 @@ def ssim_batch(generated: np.ndarray, real: np.ndarray, variant: str = "pg2") ->
     if g.dtype != np.uint8 or r.dtype != np.uint8:
         raise ValueError(f"expected uint8 images, got {g.dtype} and {r.dtype}")
     n, h, w, _ = g.shape
-    taps = _window(variant)
-    k = len(taps)
-    if h < k or w < k:
-        raise ValueError(f"images of {h}x{w} are smaller than the {k}x{k} SSIM window")
-    pad = k // 2
-    box = variant == "pg2"
-    dt = np.float64
-    kern = taps.astype(dt)
-    inner = (slice(None), slice(pad, h - pad), slice(pad, w - pad))
-    out = np.empty(n, np.float64)
+    for v in variants:
+        k = len(_window(v))
+        if h < k or w < k:
+            raise ValueError(f"images of {h}x{w} are smaller than the {k}x{k} SSIM window")
+    out = {v: np.empty(n, np.float64) for v in variants}
     for s in range(0, n, _CHUNK):
         gb, rb = g[s : s + _CHUNK], r[s : s + _CHUNK]
         b = len(gb)
-        x = gb.astype(dt).reshape(b * h, w, 3)  # the chunk as one tall 3-channel image
-        y = rb.astype(dt).reshape(b * h, w, 3)
-        if not box:
-            x -= 128.0  # smaller squares: less rounding in the variances
-            y -= 128.0
-
-        def filt(img):
-            if box:  # unnormalised: exact integer window sums
-                return cv2.boxFilter(
-                    img, -1, (k, k), normalize=False, borderType=cv2.BORDER_REFLECT
-                )
-            return cv2.sepFilter2D(img, -1, kern, kern, borderType=cv2.BORDER_REFLECT)
-
-        ux, uy = filt(x), filt(y)
-        np.multiply(x, x, out=x)  # x, y are not needed any more: reuse their memory
-        uxx = filt(x)
-        np.multiply(y, y, out=y)
-        uyy = filt(y)
-        x = gb.astype(dt).reshape(b * h, w, 3)
-        if not box:
-            x -= 128.0
-        x *= rb.astype(dt).reshape(b * h, w, 3) - (0.0 if box else 128.0)
-        uxy = filt(x)
-        if box:
-            smap = _ssim_box(ux, uy, uxx, uyy, uxy, k)
-        else:
-            span = (gb.reshape(b, -1).max(1) - gb.reshape(b, -1).min(1)).astype(np.float64)
-            span[span == 0] = 1.0
-            smap = _ssim_gauss(ux, uy, uxx, uyy, uxy, np.repeat(span, h))
-        # the map is computed on the whole tall image (contiguous: fast); keep the interior
-        out[s : s + b] = smap.reshape(b, h, w, 3)[inner].reshape(b, -1).mean(1, dtype=np.float64)
+        x = gb.astype(np.float64).reshape(b * h, w, 3)  # the chunk as one tall 3-channel image
+        y = rb.astype(np.float64).reshape(b * h, w, 3)
+        maps = (x, y, x * x, y * y, x * y)
+        for v in variants:
+            taps = _window(v)
+            k = len(taps)
+            pad = k // 2
+            if v == "pg2":  # unnormalised box: exact integer window sums
+                f = [cv2.boxFilter(m, -1, (k, k), normalize=False, borderType=cv2.BORDER_REFLECT)
+                     for m in maps]  # fmt: skip
+                smap = _ssim_box(*f, k)
+            else:
+                f = [cv2.sepFilter2D(m, -1, taps, taps, borderType=cv2.BORDER_REFLECT)
+                     for m in maps]  # fmt: skip
+                span = (gb.reshape(b, -1).max(1) - gb.reshape(b, -1).min(1)).astype(np.float64)
+                span[span == 0] = 1.0  # a flat generated image: range taken as 1
+                smap = _ssim_gauss(*f, np.repeat(span, h))
+            # the map is computed on the whole tall image (contiguous: fast); keep the interior
+            inner = smap.reshape(b, h, w, 3)[:, pad : h - pad, pad : w - pad]
+            out[v][s : s + b] = inner.reshape(b, -1).mean(1, dtype=np.float64)
     return out
 
 
@@ -179,22 +170,20 @@ def _ssim_box(sx, sy, sxx, syy, sxy, k: int) -> np.ndarray:
 
 
 def _ssim_gauss(ux, uy, uxx, uyy, uxy, data_range) -> np.ndarray:
-    """patn SSIM map from Gaussian window means of the images shifted by -128 (float64, tall
-    image); data_range (rows,); overwrites its inputs."""
+    """patn SSIM map from Gaussian window means (float64, tall image); data_range (rows,);
+    overwrites its inputs."""
     c1 = ((_K1 * data_range) ** 2)[:, None, None]
     c2 = ((_K2 * data_range) ** 2)[:, None, None]
     uxx += uyy
     t = np.multiply(ux, ux)
     uxx -= t
     np.multiply(uy, uy, out=t)
-    uxx -= t  # vx + vy (variances are shift-invariant)
+    uxx -= t  # vx + vy
     uxx += c2
     np.multiply(ux, uy, out=t)
     uxy -= t  # vxy
     uxy *= 2
     uxy += c2
-    ux += 128.0
-    uy += 128.0
     num = np.multiply(ux, uy)
     num *= 2
     num += c1
