@@ -402,14 +402,20 @@ def load_manifest(root: Path, check: bool = True) -> dict[str, Any]:
     Checks: schema version, the split/shard tables, and with `check` every shard file present
     with the manifest's size and a done marker that agrees (a stat and a small read per shard).
     The returned `pairs` entry is the one pairs.h5 itself records (the truth when a run of
-    `pairs` was killed between writing pairs.h5 and the manifest); absent without pairs.h5.
+    `pairs` was killed between writing pairs.h5 and the manifest); absent without pairs.h5;
+    with a `damaged` message when pairs.h5 cannot be read (`read_pairs` raises it, so that
+    `pg2kit pairs` can still re-make it).
     """
     manifest = _read_manifest(root)
     for problem in _manifest_problems(root, manifest, files=check):
         raise PreparedError(problem)
     pairs_file = Path(root) / PAIRS
     if pairs_file.exists():
-        manifest["pairs"] = pairs_info(root, manifest)
+        try:
+            manifest["pairs"] = pairs_info(root, manifest)
+        except PreparedError as e:  # the shards are fine: only reading the pairs must fail
+            manifest["pairs"] = {"protocol": "?", "params": {}, "counts": {}, "stale": False,
+                                 "damaged": str(e)}  # fmt: skip
     else:
         manifest.pop("pairs", None)
     return manifest
@@ -793,6 +799,8 @@ def read_pairs(root: str | Path, split: str) -> np.ndarray:
     path = root / PAIRS
     if not path.exists():
         raise PreparedError(f"{root}: no {PAIRS}; run `pg2kit pairs {root}` first")
+    if manifest["pairs"].get("damaged"):
+        raise PreparedError(manifest["pairs"]["damaged"])
     if manifest["pairs"]["stale"]:
         raise PreparedError(
             f"{path}: made for other shards (prepare re-ran since); re-run `pg2kit pairs {root}`"

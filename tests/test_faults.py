@@ -152,7 +152,7 @@ CASES = {
         "made for other shards",
         [VERIFY, EXPORT, TRAIN, INSPECT_PICS],
     ),
-    "pairs.h5 not HDF5": (_pairs_not_hdf5, "pairs.h5", [INSPECT, VERIFY, EXPORT, TRAIN]),
+    "pairs.h5 not HDF5": (_pairs_not_hdf5, "pairs.h5", [INSPECT_PICS, VERIFY, EXPORT, TRAIN]),
     "dataset of the wrong shape": (
         _wrong_shape,
         "keypoints",
@@ -187,6 +187,13 @@ def test_damaged_folder(case, tmp_path):
     outside = {p for p in fk.files_under(tmp_path) - before if tmp_path / "out" not in p.parents}
     assert not outside, outside
     assert not list(tmp_path.rglob("x.png"))
+
+
+def test_damaged_pairs_h5_is_remade_by_pairs(tmp_path):
+    root = fk.folder(tmp_path / "prep")
+    _pairs_not_hdf5(root)
+    assert fk.invoke(["pairs", root, "--protocol", "pg2"]).exit_code == 0
+    assert fk.invoke(["verify", root, "--quiet"]).exit_code == 0
 
 
 def test_healthy_folder_passes_every_command(tmp_path):
