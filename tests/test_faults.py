@@ -568,3 +568,25 @@ def _failures_paths(out):
 
     with open(out / "failures.csv", encoding="utf-8") as f:
         return [row["path"] for row in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["prepare", "synthetic", "-o", "{out}/new", "--ids", "3", "--poses", "2", "--workers",
+         "1", "--quiet"],
+        PAIRS,
+        ["export", "{root}", "-o", "{out}/export", "--quiet"],
+        ["export", "{root}", "--format", "openpose-json", "-o", "{out}/export", "--quiet"],
+        ["inspect", "{root}", "-n", "2"],
+    ],
+    ids=["prepare", "pairs", "export defgan", "export openpose-json", "inspect"],
+)  # fmt: skip
+def test_injected_enospc_in_every_writer(cmd, tmp_path, monkeypatch):
+    """Every command that writes: a full disk is one line, exit code 1, no temporary file."""
+    root = fk.folder(tmp_path / "out" / "prep")
+    monkeypatch.setattr(os, "fsync", fk.enospc)
+    r = fk.invoke([a.format(root=root, out=tmp_path / "out") for a in cmd])
+    fk.assert_one_line_error(r, "no space left")
+    monkeypatch.undo()
+    _check_no_tmp(tmp_path)
