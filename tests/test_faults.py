@@ -441,6 +441,9 @@ def test_csv_absurd_coordinates_are_missing(value, tmp_path):
     csv.write_text("\n".join([lines[0], f"{name}:{ys}: {xs.strip()}", lines[2]]) + "\n")
     table = read_defgan_annotations(csv)
     assert table.dropped == 1
+    r = fk.invoke(["pairs", "--from-annotations", csv, "--dataset", "market1501",
+                   "--split", "train", "-o", tmp_path / "p.csv"])  # fmt: skip
+    assert r.exit_code == 0 and "note: 1 keypoints of" in r.output, r.output
     assert (table.keypoints[0, 0] == -1).all() and (np.abs(table.keypoints) < 1e6).all()
 
 

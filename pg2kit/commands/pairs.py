@@ -51,6 +51,12 @@ def _pairs_from_annotations(
     except (FormatError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     names = table.names
+    if table.dropped:
+        click.echo(
+            f"note: {table.dropped} keypoints of {csv_path} were non-finite or absurd "
+            "(|v| > 1e6) and count as missing",
+            err=True,
+        )
     write_pairs_csv(output, ((names[a], names[b]) for a, b in pairs.tolist()))
     click.echo(f"{split}: {len(pairs)} pairs from {len(names)} annotation rows -> {output}")
 
