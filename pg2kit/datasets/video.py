@@ -80,12 +80,18 @@ class VideoUnusable(ValueError):
     """A video that cannot be used at all (one-line reason)."""
 
 
-@dataclass
 class FrameTask:
-    """One sampled frame (goes to a worker)."""
+    """One sampled frame (goes to a worker). The pixels travel as bytes: joblib would otherwise
+    memory-map every frame over 1 MB through /dev/shm, whose clean-up races print tracebacks."""
 
-    frame: int
-    image: np.ndarray
+    def __init__(self, frame: int, image: np.ndarray):
+        self.frame = frame
+        self.shape = image.shape
+        self.data = np.ascontiguousarray(image).tobytes()
+
+    @property
+    def image(self) -> np.ndarray:
+        return np.frombuffer(self.data, np.uint8).reshape(self.shape)
 
 
 @dataclass
@@ -160,14 +166,15 @@ def find_in_frame(task: FrameTask, finder: Any, size: tuple[int, int], pad: str)
     from pg2kit.persons import DUPLICATE
     from pg2kit.prepare import DetectedPersons
 
-    persons = finder.detect(task.image)
-    done = finder.estimate_all(task.image, persons)  # same order, occlusion gate applied
+    image = task.image
+    persons = finder.detect(image)
+    done = finder.estimate_all(image, persons)  # same order, occlusion gate applied
     done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
     maker = DetectedPersons(size, pad, {})
     samples, reasons = [], []
     for p in done:
         reasons.append(p.reason)
-        samples.append(None if p.reason else maker.sample(task.image, p, frame=task.frame))
+        samples.append(None if p.reason else maker.sample(image, p, frame=task.frame))
     boxes = np.array([p.box for p in done], np.float32).reshape(-1, 4)
     scores = np.array([p.score for p in done], np.float32)
     return FrameResult(task.frame, boxes, scores, samples, reasons)
