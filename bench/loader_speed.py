@@ -116,6 +116,30 @@ def bench(root: Path, args, h: int, w: int) -> None:
         print(f"  {name:45s} {med:10.0f} pairs/s   x{med / base:6.1f}")
 
 
+def load_peak(root: Path) -> None:
+    """Peak bytes allocated while the split's images + masks go into memory (tracemalloc: numpy
+    reports its buffers to it): the trainer's fill-preallocated-arrays load against the
+    straightforward read-every-shard-then-concatenate (shards.read_split_fields)."""
+    import tracemalloc
+
+    def peak(fn) -> tuple[int, int]:
+        tracemalloc.start()
+        out = fn()
+        size = sum(v.nbytes for v in out.values())
+        _, top = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        del out
+        return top, size
+
+    concat, size = peak(lambda: shards.read_split_fields(root, "train", ["image", "mask"]))
+    ours, _ = peak(lambda: PairBatches(root, in_memory=True).load()._arrays)
+    print(
+        f"in-memory load peak: concatenate {concat / 1e6:.0f} MB, preallocate-and-fill "
+        f"{ours / 1e6:.0f} MB, for {size / 1e6:.0f} MB of images + masks "
+        f"(x{concat / size:.2f} vs x{ours / size:.2f} the data)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=2000)
@@ -125,6 +149,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", default="128x64,256x256")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
+    ap.add_argument("--memory-only", action="store_true", help="only the load-peak measurement")
     args = ap.parse_args()
     # the loader shares the CPU with the training step; on a busy 2-core machine 2 intra-op
     # threads made the uint8 -> float conversion ~8x slower than 1 thread
@@ -136,7 +161,9 @@ def main() -> None:
             t = time.perf_counter()
             root = make_folder(Path(tmp), args.samples, args.pairs, h, w)
             print(f"generated {size} folder in {time.perf_counter() - t:.1f} s")
-            bench(root, args, h, w)
+            load_peak(root)
+            if not args.memory_only:
+                bench(root, args, h, w)
 
 
 if __name__ == "__main__":

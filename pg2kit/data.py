@@ -213,23 +213,23 @@ class PairBatches(torch.utils.data.Dataset):
     def _read_whole(self, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Whole fields of the split, filled shard by shard into preallocated arrays.
 
-        Peak memory is the arrays plus one shard (concatenating per-shard parts would hold
-        the split twice).
+        Peak memory is the arrays plus a few chunks of `chunk` samples (concatenating
+        per-shard parts would hold the split twice).
         """
+        chunk = 256
         reader = shards.SplitReader(self.root, self.split)
         out: dict[str, np.ndarray] = {}
         try:
             bounds = reader.offsets
             for k in range(len(bounds) - 1):
-                lo, hi = int(bounds[k]), int(bounds[k + 1])
-                if hi == lo:
-                    continue
-                for field in fields:
-                    part = reader.read(field, np.arange(lo, hi))  # one contiguous slice read
-                    if field not in out:
-                        out[field] = np.empty((len(reader), *part.shape[1:]), part.dtype)
-                    out[field][lo:hi] = part
-                    del part
+                for lo in range(int(bounds[k]), int(bounds[k + 1]), chunk):
+                    hi = min(lo + chunk, int(bounds[k + 1]))  # inside one shard: one slice read
+                    for field in fields:
+                        part = reader.read(field, np.arange(lo, hi))
+                        if field not in out:
+                            out[field] = np.empty((len(reader), *part.shape[1:]), part.dtype)
+                        out[field][lo:hi] = part
+                        del part
         finally:
             reader.close()
         return out
