@@ -28,14 +28,14 @@ TORSO_KEYPOINTS = (2, 5, 8, 11)  # shoulders and hips (COCO-18)
 DUPLICATE = "duplicate:"  # reason prefix of a second detection of the same person
 
 
-def _model_path() -> str:
+def _model_path(kind: str = "pose_detection") -> str:
+    """Path of a BlazePose model inside the installed mediapipe wheel (never downloaded)."""
     import mediapipe
 
-    path = os.path.join(
-        os.path.dirname(mediapipe.__file__), "modules", "pose_detection", "pose_detection.tflite"
-    )
+    sub = {"pose_detection": "pose_detection", "pose_landmark_full": "pose_landmark"}[kind]
+    path = os.path.join(os.path.dirname(mediapipe.__file__), "modules", sub, f"{kind}.tflite")
     if not os.path.isfile(path):
-        raise RuntimeError(f"BlazePose detector model not found in the mediapipe wheel: {path}")
+        raise RuntimeError(f"BlazePose model not found in the mediapipe wheel: {path}")
     return path
 
 
@@ -61,7 +61,9 @@ class Person:
     reason: str | None = None  # None = accepted, else a one-line rejection reason
     hip: np.ndarray | None = None  # float32 (2,) detector's mid-hip point
     size: float = 0.0  # detector's body radius |kp1 - kp0| (pixels)
+    crown: np.ndarray | None = None  # float32 (2,) detector's size/rotation point beyond the head
     detector_box: np.ndarray | None = None  # float32 (4,) box from the detector alone
+    quality: dict = field(default_factory=dict)  # diagnostics behind the gates
 
     @property
     def accepted(self) -> bool:
@@ -101,12 +103,19 @@ class FinderConfig:
     bottom: float = 0.75
     half_width: float = 0.4
     # Gates.
+    # BlazePose landmark model's pose-presence score on the detector's ROI (checked before the
+    # keypoints are estimated): rejects textures, objects and parts of people.
+    min_presence: float = 0.5
     min_person_px: int = 96  # minimum person height (px) to be accepted
     max_overlap: float = 0.3  # largest share of a person's box covered by another person's
     edge_tolerance: float = 0.05  # share of box height allowed outside the frame
     min_torso_keypoints: int = 3  # of shoulders and hips
     min_inside: float = 0.8  # share of keypoints inside the (widened) detector box
     max_hip_offset: float = 0.5  # hip distance, estimate vs detector, in body radii
+    # keypoint-derived body height over the detector box height: allowed range
+    height_ratio: tuple[float, float] = (0.6, 1.5)
+    # largest disagreement between the estimator's views (torso lengths)
+    max_spread: float = 1.0
     # Crop given to the estimator: detector box widened by this share of its height per side.
     estimate_margin: float = 0.15
     estimator_options: dict = field(default_factory=dict)
@@ -128,6 +137,7 @@ class PersonFinder:
         self.config = replace(config or FinderConfig(), **options)
         self._interp = None
         self._estimator = None
+        self._landmark = None
         self._anchors = detector_anchors()
 
     # ---- detector ---------------------------------------------------------------------------
@@ -149,6 +159,41 @@ class PersonFinder:
             self._io = (it.get_input_details()[0]["index"], outs["Identity"], outs["Identity_1"])
             self._interp = it
         return self._interp
+
+    def presence(self, image: np.ndarray, person: Person) -> float:
+        """BlazePose landmark model's pose-presence score in [0, 1] on the detector's body ROI
+        (a square of side 2.5 body radii around the hip, rotated upright, as MediaPipe crops)."""
+        import cv2
+
+        if person.hip is None or person.crown is None or person.size <= 0:
+            return float("nan")
+        if self._landmark is None:
+            from ai_edge_litert.interpreter import Interpreter
+
+            from pg2kit.estimators import _quiet_stderr
+
+            with _quiet_stderr():
+                it = Interpreter(
+                    model_path=_model_path("pose_landmark_full"),
+                    num_threads=self.config.num_threads,
+                )
+                it.allocate_tensors()
+            outs = {d["name"]: d["index"] for d in it.get_output_details()}
+            self._landmark = (it, it.get_input_details()[0]["index"], outs["Identity_1"])
+        it, inp, out = self._landmark
+        axis = person.crown - person.hip
+        angle = math.atan2(float(axis[0]), float(-axis[1]))  # body axis from image-up
+        k = 2 * person.size * 1.25 / 256  # source pixels per ROI pixel
+        c, s = math.cos(angle) * k, math.sin(angle) * k
+        m = np.array([[c, -s, 0.0], [s, c, 0.0]])
+        m[:, 2] = person.hip - m[:, :2] @ np.array([128.0, 128.0])
+        roi = cv2.warpAffine(
+            image, m, (256, 256), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+        )  # fmt: skip
+        it.set_tensor(inp, (roi.astype(np.float32) / 255.0)[None])
+        it.invoke()
+        return float(np.clip(it.get_tensor(out)[0, 0], 0.0, 1.0))
 
     def _run_detector(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A (224, 224, 3) uint8 tile -> raw decoded (2254, 12) in [0, 1] units and scores."""
@@ -264,6 +309,7 @@ class PersonFinder:
                     box=boxes[i].copy(),
                     score=float(c[i, 0]),
                     hip=hips[i].astype(np.float32),
+                    crown=tops[i].astype(np.float32),
                     size=float(radius[i]),
                     detector_box=boxes[i].copy(),
                 )
@@ -286,7 +332,7 @@ class PersonFinder:
         image = _as_rgb(image)
         cfg = self.config
         h, w = image.shape[:2]
-        p = replace(person)
+        p = replace(person, quality=dict(person.quality))
         det = p.detector_box if p.detector_box is not None else p.box
         bh = float(det[3] - det[1])
         if bh < cfg.min_person_px:
@@ -298,7 +344,21 @@ class PersonFinder:
         if x1 - x0 < 8 or y1 - y0 < 8:
             p.reason = "cut by the frame edge"
             return p
-        kp, sc = self._pose()(np.ascontiguousarray(image[y0:y1, x0:x1]))
+        tol = cfg.edge_tolerance * bh
+        if det[0] < -tol or det[1] < -tol or det[2] > w - 1 + tol or det[3] > h - 1 + tol:
+            p.reason = "cut by the frame edge"
+            return p
+        pres = self.presence(image, p)
+        p.quality["presence"] = pres
+        if cfg.min_presence > 0:
+            if pres < cfg.min_presence:
+                p.reason = f"not a person: pose presence {pres:.2f} < {cfg.min_presence}"
+                return p
+        est = self._pose()
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        runs = est.run_views(crop)
+        kp, sc = est.finish(runs, x1 - x0, y1 - y0)
+        p.quality.update(_run_agreement(runs), runs=len(runs))
         ok = kp[:, 0] >= 0
         kp = kp.copy()
         kp[ok] += (x0, y0)
@@ -329,6 +389,13 @@ class PersonFinder:
         ).mean()
         if inside < cfg.min_inside:
             return f"keypoints disagree with the detector box: {inside:.0%} inside"
+        from pg2kit.estimators import torso_length
+
+        q = p.quality
+        q["torso_ratio"] = (
+            torso_length(kp) / p.size if ok[[2, 5, 8, 11]].all() and p.size else float("nan")
+        )
+        q["keypoints"] = int(ok.sum())
         hips = [kp[i] for i in (8, 11) if ok[i]]
         if hips and p.hip is not None and p.size > 0:
             off = float(np.linalg.norm(np.mean(hips, axis=0) - p.hip)) / p.size
@@ -345,6 +412,16 @@ class PersonFinder:
             kbox[1] = min(kbox[1], det[1])
         p.box = kbox
         height = float(kbox[3] - kbox[1])
+        q["height_ratio"] = ratio = height / max(1e-3, float(det[3] - det[1]))
+        q["box_iou"] = _iou(kbox, det)
+        lo, hi = cfg.height_ratio
+        if not lo <= ratio <= hi:
+            return (
+                "keypoints disagree with the detector box: keypoint body "
+                f"{ratio:.2f} x the detector's height"
+            )
+        if q.get("spread", 0.0) > cfg.max_spread:
+            return f"keypoints disagree between views: spread {q['spread']:.2f} torso lengths"
         if height < cfg.min_person_px:
             return f"person too small: {height:.0f} px < {cfg.min_person_px}"
         tol = cfg.edge_tolerance * height
@@ -393,6 +470,7 @@ class PersonFinder:
             self._estimator.close()
         self._estimator = None
         self._interp = None
+        self._landmark = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"config": self.config}
@@ -431,6 +509,20 @@ def _starts(length: int, side: int, stride: int) -> list[int]:
         return [0]
     n = math.ceil((length - side) / stride) + 1
     return [int(round(i * (length - side) / (n - 1))) for i in range(n)]
+
+
+def _run_agreement(runs: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """How well the estimator's views agree: largest distance between two runs' torso and head
+    points, in torso lengths (a real person gives near-identical runs, a texture does not)."""
+    from pg2kit.estimators import torso_length
+
+    if len(runs) < 2:
+        return {"spread": 0.0 if runs else float("nan")}
+    core = [0, 2, 5, 8, 11]
+    xys = np.stack([r[0] for r in runs])[:, core]
+    scale = max(1e-3, float(np.median([torso_length(r[0]) for r in runs])))
+    d = np.linalg.norm(xys[:, None] - xys[None], axis=-1).mean(-1)
+    return {"spread": float(d.max() / scale)}
 
 
 def _mark_duplicates(persons: list[Person], iou: float) -> None:

@@ -1,0 +1,577 @@
+"""Person finding on composed multi-person scenes and a composed video, with known truth.
+
+Real people from DATA (Market-1501 crops pasted as rectangles, full-body DeepFashion photos
+matted off their plain studio wall) are pasted at known boxes onto procedural or texture
+backgrounds: 1-6 people per 768x576 scene, heights 48-400 px, some partially overlapping. The
+people are split by identity into a `tune` and a `check` half; quote the check figures.
+
+Prints person recall per height band, precision, chimera rate (an accepted person whose
+keypoints fall in two true persons), rejection reasons; on a composed video (people walking and
+crossing) track purity and fragmentation; on >= 20 images without a person the number accepted;
+and the speed of detect + estimate against the estimator alone on the same person crops.
+
+Usage:
+  python bench/multiperson.py [--data /work/shared/data/realdev] [--half check] \
+      [--scenes 30] [--seeds 100,101,102] [--video-frames 60] [--parts scenes,video,nobody,speed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+W, H = 768, 576
+BANDS = ((48, 64), (64, 96), (96, 150), (150, 250), (250, 401))
+
+
+# ------------------------------------------------------------------ real people
+
+
+def _annotations(data: Path) -> dict[str, np.ndarray]:
+    out = {}
+    with open(data / "annotations.csv") as f:
+        rows = csv.reader(f, delimiter=":")
+        next(rows)
+        for name, ys, xs in rows:
+            y, x = json.loads(ys), json.loads(xs)
+            kp = np.array(list(zip(x, y, strict=True)), np.float32)
+            out[Path(name).stem] = kp
+    return out
+
+
+def _df_matte(img: np.ndarray) -> np.ndarray:
+    """Foreground mask of a DeepFashion studio photo: differs from the wall colour."""
+    border = np.concatenate(
+        [img[:4].reshape(-1, 3), img[:, :4].reshape(-1, 3), img[:, -4:].reshape(-1, 3)]
+    )
+    wall = np.median(border, axis=0)
+    diff = np.abs(img.astype(np.int16) - wall).max(axis=2)
+    mask = (diff > 28).astype(np.uint8)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask)
+    if n <= 1:
+        return mask.astype(bool)
+    big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    mask = (lab == big).astype(np.uint8)
+    # fill holes (white shirts on a white wall)
+    cnts, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    cv2.drawContours(mask, cnts, -1, 1, thickness=-1)
+    return mask.astype(bool)
+
+
+def load_people(data: Path, half: str) -> list[dict]:
+    """People of one half: {'image', 'mask', 'id'}; image cropped to the person's extent."""
+    ann = _annotations(data)
+    people = []
+    for path in sorted((data / "Market1501").glob("*.png")):
+        ident = int(path.name[:4])
+        if (ident % 2 == 0) != (half == "tune"):
+            continue
+        img = cv2.imread(str(path))[:, :, ::-1]
+        people.append({"image": img, "mask": np.ones(img.shape[:2], bool), "id": f"m{path.stem}"})
+    for path in sorted((data / "DeepFashion").glob("*.png")):
+        kp = ann.get(path.stem)
+        # full body only: both ankles annotated
+        if kp is None or kp[10, 0] < 0 or kp[13, 0] < 0:
+            continue
+        ident = sum(map(ord, path.stem.split("_")[0]))
+        if (ident % 2 == 0) != (half == "tune"):
+            continue
+        img = cv2.imread(str(path))[:, :, ::-1]
+        mask = _df_matte(img)
+        ys, xs = np.nonzero(mask)
+        if len(ys) < 500:
+            continue
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        if y1 - y0 < 150:
+            continue
+        people.append(
+            {"image": img[y0:y1, x0:x1].copy(), "mask": mask[y0:y1, x0:x1], "id": f"d{path.stem}"}
+        )
+    return people
+
+
+# ------------------------------------------------------------------ scenes
+
+
+def background(rng: np.random.Generator) -> np.ndarray:
+    kind = rng.integers(3)
+    if kind == 0:  # street-like: sky/wall gradient, ground, blocks
+        img = np.zeros((H, W, 3), np.float32)
+        top, bottom = rng.uniform(60, 220, 3), rng.uniform(40, 180, 3)
+        t = np.linspace(0, 1, H)[:, None, None]
+        img[:] = top * (1 - t) + bottom * t
+        for _ in range(rng.integers(3, 9)):
+            x0, y0 = rng.integers(0, W), rng.integers(0, H // 2)
+            cv2.rectangle(img, (int(x0), int(y0)), (int(x0 + rng.integers(40, 250)), int(y0 + rng.integers(40, 300))),
+                          tuple(float(v) for v in rng.uniform(30, 230, 3)), -1)  # fmt: skip
+        img += rng.normal(0, 6, img.shape)
+    else:  # a texture from scikit-image's bundled images, tinted
+        from skimage import data as skd
+
+        tex = getattr(skd, ("brick", "grass", "gravel")[rng.integers(3)])()
+        tex = cv2.resize(tex, (W, H)).astype(np.float32)[..., None]
+        img = tex * rng.uniform(0.5, 1.1, 3) + rng.uniform(0, 60, 3)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def paste(img: np.ndarray, person: dict, x: int, y: int, height: int) -> tuple:
+    """Paste `person` scaled to `height` with its top-left at (x, y); returns its true box."""
+    src, mask = person["image"], person["mask"]
+    h, w = src.shape[:2]
+    width = max(4, round(w * height / h))
+    interp = cv2.INTER_AREA if height < h else cv2.INTER_CUBIC
+    s = cv2.resize(src, (width, height), interpolation=interp)
+    m = cv2.resize(mask.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST).astype(
+        bool
+    )
+    cx0, cy0 = max(0, -x), max(0, -y)
+    cx1, cy1 = min(width, W - x), min(height, H - y)
+    if cx1 <= cx0 or cy1 <= cy0:
+        return (x, y, x + width, y + height)
+    region = img[y + cy0 : y + cy1, x + cx0 : x + cx1]
+    mm = m[cy0:cy1, cx0:cx1]
+    region[mm] = s[cy0:cy1, cx0:cx1][mm]
+    return (x, y, x + width, y + height)
+
+
+def covered(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    area = (a[2] - a[0]) * (a[3] - a[1])
+    return ix * iy / area if area > 0 else 0.0
+
+
+def make_scene(rng: np.random.Generator, people: list[dict]) -> tuple[np.ndarray, list[dict]]:
+    img = background(rng)
+    n = int(rng.integers(1, 7))
+    truth: list[dict] = []
+    for _ in range(n):
+        p = people[rng.integers(len(people))]
+        height = int(round(np.exp(rng.uniform(np.log(48), np.log(400)))))
+        width = round(p["image"].shape[1] * height / p["image"].shape[0])
+        if truth and rng.random() < 0.35:  # partial overlap with someone already there
+            o = truth[rng.integers(len(truth))]["box"]
+            frac = rng.uniform(0.05, 0.6)
+            side = 1 if rng.random() < 0.5 else -1
+            ow = o[2] - o[0]
+            x = int(o[0] + side * (1 - frac) * ow) if side > 0 else int(o[0] - width + frac * ow)
+            y = int(o[3] - height + rng.integers(-20, 21))
+        else:
+            x = int(rng.integers(0, max(1, W - width)))
+            y = int(rng.integers(0, max(1, H - height)))
+        if rng.random() < 0.08:  # now and then someone cut by the frame edge
+            y = H - int(height * rng.uniform(0.5, 0.85))
+        box = paste(img, p, x, y, height)
+        truth.append({"box": box, "height": height, "id": p["id"]})
+    for t in truth:
+        b = t["box"]
+        t["overlap"] = max((covered(b, o["box"]) for o in truth if o is not t), default=0.0)
+        t["cut"] = b[0] < 0 or b[1] < 0 or b[2] > W or b[3] > H
+    return img, truth
+
+
+# ------------------------------------------------------------------ scoring
+
+
+def owner_counts(kp: np.ndarray, truth: list[dict]) -> np.ndarray:
+    """Per true person, how many present keypoints fall inside its box (5% slack)."""
+    pts = kp[kp[:, 0] >= 0]
+    out = np.zeros(len(truth), int)
+    for j, t in enumerate(truth):
+        x0, y0, x1, y1 = t["box"]
+        s = 0.05 * (y1 - y0)
+        out[j] = int(
+            (
+                (pts[:, 0] >= x0 - s)
+                & (pts[:, 0] <= x1 + s)
+                & (pts[:, 1] >= y0 - s)
+                & (pts[:, 1] <= y1 + s)
+            ).sum()
+        )
+    return out
+
+
+def is_chimera(kp: np.ndarray, truth: list[dict], owner: int) -> bool:
+    """Two or more keypoints inside another true person's box and outside the owner's."""
+    pts = kp[kp[:, 0] >= 0]
+    ob = truth[owner]["box"]
+    s = 0.05 * (ob[3] - ob[1])
+    out_owner = ~(
+        (pts[:, 0] >= ob[0] - s)
+        & (pts[:, 0] <= ob[2] + s)
+        & (pts[:, 1] >= ob[1] - s)
+        & (pts[:, 1] <= ob[3] + s)
+    )
+    for j, t in enumerate(truth):
+        if j == owner:
+            continue
+        x0, y0, x1, y1 = t["box"]
+        inside = (pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)
+        if (inside & out_owner).sum() >= 2:
+            return True
+    return False
+
+
+def score_scene(persons, truth) -> dict:
+    """Match accepted persons to true persons; recall bookkeeping per true person."""
+    res = {"tp": 0, "fp": 0, "chimera": 0, "accepted": 0, "chimera_le30": 0, "accepted_le30": 0,
+           "found": [], "reasons": []}  # fmt: skip
+    taken: set[int] = set()
+    for p in persons:
+        if p.reason is not None:
+            continue
+        res["accepted"] += 1
+        counts = owner_counts(p.keypoints, truth)
+        n = int((p.keypoints[:, 0] >= 0).sum())
+        owner = int(np.argmax(counts)) if len(truth) else -1
+        if owner < 0 or counts[owner] < 0.5 * n or owner in taken:
+            res["fp"] += 1
+            continue
+        taken.add(owner)
+        res["tp"] += 1
+        chim = is_chimera(p.keypoints, truth, owner)
+        res["chimera"] += chim
+        if truth[owner]["overlap"] <= 0.3:
+            res["accepted_le30"] += 1
+            res["chimera_le30"] += chim
+    for j, t in enumerate(truth):
+        why = "not detected"
+        if j in taken:
+            why = "accepted"
+        else:
+            best = 0.0
+            for p in persons:
+                if p.reason is None:
+                    continue
+                c = min(covered(p.box, t["box"]), covered(t["box"], p.box))
+                if c > best and c > 0.3:
+                    best, why = c, p.reason.split(":")[0]
+        res["found"].append((t["height"], t["overlap"], t["cut"], j in taken))
+        res["reasons"].append(why)
+    return res
+
+
+def band_of(h: float) -> str | None:
+    for lo, hi in BANDS:
+        if lo <= h < hi:
+            return f"{lo}-{hi - 1}"
+    return None
+
+
+def run_scenes(finder, people, seeds, n_scenes) -> dict:
+    per_seed = {}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        agg = {"tp": 0, "fp": 0, "chimera": 0, "accepted": 0, "chimera_le30": 0, "accepted_le30": 0}
+        bands: dict[str, list[int]] = {}
+        reasons: dict[str, int] = {}
+        for _ in range(n_scenes):
+            img, truth = make_scene(rng, people)
+            res = score_scene(finder(img), truth)
+            for k in agg:
+                agg[k] += res[k]
+            for (h, ov, cut, ok), why in zip(res["found"], res["reasons"], strict=True):
+                if cut or ov > 0.3:
+                    continue  # recall counts people fully in frame, overlapped <= 30%
+                b = band_of(h)
+                bands.setdefault(b, [0, 0])
+                bands[b][0] += ok
+                bands[b][1] += 1
+                if not ok:
+                    reasons[f"{b}: {why}"] = reasons.get(f"{b}: {why}", 0) + 1
+        big = [bands[b] for b in bands if int(b.split("-")[0]) >= 96]
+        per_seed[seed] = {
+            **agg,
+            "precision": agg["tp"] / max(1, agg["accepted"]),
+            "chimera_rate": agg["chimera"] / max(1, agg["tp"]),
+            "chimera_rate_le30": agg["chimera_le30"] / max(1, agg["accepted_le30"]),
+            "recall_ge96": sum(f for f, _ in big) / max(1, sum(n for _, n in big)),
+            "bands": {
+                b: (f, n, f / max(1, n))
+                for b, (f, n) in sorted(bands.items(), key=lambda kv: int(kv[0].split("-")[0]))
+            },
+            "missed": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        }
+        s = per_seed[seed]
+        print(f"seed {seed}: precision {s['precision']:.3f} ({s['tp']}/{s['accepted']}), "
+              f"chimera {s['chimera']}/{s['tp']} (overlap<=30%: {s['chimera_le30']}/{s['accepted_le30']}), "
+              f"recall>=96px {s['recall_ge96']:.3f}", flush=True)  # fmt: skip
+        for b, (f, n, r) in s["bands"].items():
+            print(f"   {b:>8} px: recall {r:.3f} ({f}/{n})")
+        print("   missed:", s["missed"])
+    return per_seed
+
+
+# ------------------------------------------------------------------ video
+
+
+def run_video(finder, people, seed, frames, every=1, tracker_kind="own") -> dict:
+    from pg2kit.tracking import Tracker
+
+    rng = np.random.default_rng(seed)
+    bg = background(rng)
+    k = int(rng.integers(3, 6))
+    walkers = []
+    for i in range(k):
+        p = people[rng.integers(len(people))]
+        h0 = float(rng.uniform(110, 260))
+        direction = 1 if i % 2 == 0 else -1  # alternate directions so people cross
+        x_start = -0.1 * W if direction > 0 else 1.05 * W
+        speed = rng.uniform(6, 14) * direction
+        x_start += rng.uniform(0, 0.5) * W * direction
+        feet = float(rng.uniform(h0 + 10, H - 5))
+        walkers.append({"p": p, "h": h0, "x": x_start, "v": speed, "feet": feet, "id": i})
+    if tracker_kind == "supervision":
+        tracker = _SupervisionTracker()
+    else:
+        tracker = Tracker()
+    samples = []  # (track, true walker)
+    for f in range(0, frames, every):
+        img = bg.copy()
+        truth = []
+        # far people first (smaller feet y), nearer ones painted over them
+        for wk in sorted(walkers, key=lambda w: w["feet"]):
+            x = int(wk["x"] + wk["v"] * f)
+            h = int(wk["h"])
+            box = paste(img, wk["p"], x, int(wk["feet"] - h), h)
+            truth.append({"box": box, "height": h, "id": wk["id"]})
+        for t in truth:
+            t["overlap"] = max(
+                (covered(t["box"], o["box"]) for o in truth if o is not t), default=0.0
+            )
+        det = finder.detect(img)
+        boxes = np.array([p.box for p in det], np.float32).reshape(-1, 4)
+        ids = tracker.update(f, boxes, np.array([p.score for p in det], np.float32))
+        done = finder.estimate_all(img, det)
+        for p, tid in zip(done, ids, strict=True):
+            if p.reason is not None or tid < 0:
+                continue
+            counts = owner_counts(p.keypoints, truth)
+            j = int(np.argmax(counts))
+            if counts[j] < 0.5 * (p.keypoints[:, 0] >= 0).sum():
+                samples.append((int(tid), -1))
+            else:
+                samples.append((int(tid), truth[j]["id"]))
+    tracks: dict[int, list[int]] = {}
+    for tid, wid in samples:
+        tracks.setdefault(tid, []).append(wid)
+    pure = sum(max(v.count(x) for x in set(v)) for v in tracks.values())
+    purity = pure / max(1, len(samples))
+    per_person: dict[int, set] = {}
+    for tid, v in tracks.items():
+        major = max(set(v), key=v.count)
+        per_person.setdefault(major, set()).add(tid)
+    frag = statistics.mean(len(s) for s in per_person.values()) if per_person else float("nan")
+    out = {"seed": seed, "walkers": k, "samples": len(samples), "tracks": len(tracks),
+           "purity": purity, "fragmentation": frag,
+           "track_sizes": sorted((len(v) for v in tracks.values()), reverse=True)}  # fmt: skip
+    print(f"video seed {seed} ({tracker_kind}): {k} walkers, {len(samples)} samples in {len(tracks)} tracks, "
+          f"purity {purity:.3f}, fragmentation {frag:.2f} tracks/person, sizes {out['track_sizes']}", flush=True)  # fmt: skip
+    return out
+
+
+class _SupervisionTracker:
+    """supervision's ByteTrack behind the Tracker.update interface (comparison only)."""
+
+    def __init__(self):
+        import supervision as sv
+
+        self.sv = sv
+        self.t = sv.ByteTrack()
+
+    def update(self, frame, boxes, scores):
+        det = self.sv.Detections(
+            xyxy=boxes.astype(np.float32), confidence=scores, class_id=np.zeros(len(boxes), int)
+        )
+        out = self.t.update_with_detections(det)
+        ids = np.full(len(boxes), -1)
+        # map back by IoU (supervision returns its own boxes)
+        from pg2kit.tracking import iou_matrix
+
+        if len(out) and len(boxes):
+            m = iou_matrix(boxes, out.xyxy)
+            for i in range(len(boxes)):
+                j = int(np.argmax(m[i]))
+                if m[i, j] > 0.5:
+                    ids[i] = int(out.tracker_id[j])
+        return ids
+
+
+# ------------------------------------------------------------------ no person
+
+
+def nobody_images(data: Path) -> list[tuple[str, np.ndarray]]:
+    from skimage import data as skd
+
+    out = []
+    names = ("coffee", "chelsea", "rocket", "horse", "moon", "page", "text", "brick", "grass",
+             "gravel", "clock", "coins", "cell", "hubble_deep_field", "immunohistochemistry",
+             "retina", "logo", "colorwheel", "checkerboard", "binary_blobs", "shepp_logan_phantom")  # fmt: skip
+    for n in names:
+        im = np.asarray(getattr(skd, n)())
+        if im.dtype == bool:
+            im = im.astype(np.uint8) * 255
+        if im.dtype != np.uint8:
+            im = (255 * (im - im.min()) / max(1e-9, float(im.max() - im.min()))).astype(np.uint8)
+        if im.ndim == 2:
+            im = np.repeat(im[..., None], 3, 2)
+        out.append((n, np.ascontiguousarray(im[..., :3])))
+    left, _right, _disp = skd.stereo_motorcycle()
+    out.append(("stereo_motorcycle", left))
+    rng = np.random.default_rng(7)
+    for i in range(10):  # procedural: noise, stripes, blobs ("fruit"), empty streets
+        kind = i % 5
+        if kind == 0:
+            im = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        elif kind == 1:
+            yy, xx = np.mgrid[0:H, 0:W]
+            im = np.repeat(
+                ((np.sin(xx / rng.uniform(3, 20)) * np.cos(yy / rng.uniform(3, 20))) * 100 + 128)[
+                    ..., None
+                ],
+                3,
+                2,
+            )
+        elif kind == 2:
+            im = np.full((H, W, 3), rng.uniform(150, 240, 3), np.float32)
+            for _ in range(12):  # round fruit-like blobs on a table
+                c = (int(rng.integers(50, W - 50)), int(rng.integers(50, H - 50)))
+                cv2.ellipse(im, c, (int(rng.integers(20, 70)), int(rng.integers(20, 70))), 0, 0, 360,
+                            tuple(float(v) for v in rng.uniform(0, 255, 3)), -1)  # fmt: skip
+        else:
+            im = background(rng)
+        out.append((f"procedural{i}", np.clip(im, 0, 255).astype(np.uint8)))
+    for path in sorted((data / "DeepFashion").glob("*6flat.png")):  # garments, no person
+        out.append((path.stem, cv2.imread(str(path))[:, :, ::-1].copy()))
+    return out
+
+
+def run_nobody(finder, data) -> dict:
+    imgs = nobody_images(data)
+    accepted = []
+    rejected = 0
+    for name, im in imgs:
+        ps = finder(im)
+        rejected += sum(p.reason is not None for p in ps)
+        if any(p.reason is None for p in ps):
+            accepted.append(name)
+    print(f"no-person images: {len(imgs)}, accepted persons in {len(accepted)} {accepted}, "
+          f"candidates rejected by the gates {rejected}")  # fmt: skip
+    return {"images": len(imgs), "accepted": accepted, "rejected_candidates": rejected}
+
+
+# ------------------------------------------------------------------ speed
+
+
+def run_speed(finder, people, n_frames=8) -> dict:
+    from pg2kit.estimators import MediaPipeEstimator
+
+    rng = np.random.default_rng(5)
+    frames = []
+    for _ in range(n_frames):  # ~5 people, 100-300 px, side by side
+        img = background(rng)
+        xs = np.linspace(10, W - 130, 5) + rng.integers(-10, 10, 5)
+        for x in xs:
+            p = people[rng.integers(len(people))]
+            h = int(rng.uniform(100, 300))
+            paste(img, p, int(x), int(rng.integers(0, H - h)), h)
+        frames.append(img)
+    finder(frames[0])  # warm up both models
+    t_det = t_est = 0.0
+    crops = []
+    n_persons = 0
+    for img in frames:
+        t0 = time.perf_counter()
+        det = finder.detect(img)
+        t1 = time.perf_counter()
+        done = finder.estimate_all(img, det)
+        t2 = time.perf_counter()
+        t_det += t1 - t0
+        t_est += t2 - t1
+        n_persons += sum(p.reason is None for p in done)
+        for p in det:  # the same crops the finder gives the estimator
+            b = p.detector_box
+            if b[3] - b[1] < finder.config.min_person_px:
+                continue
+            m = finder.config.estimate_margin * (b[3] - b[1])
+            x0, y0 = int(max(0, b[0] - m)), int(max(0, b[1] - m))
+            x1, y1 = int(min(W, b[2] + m)), int(min(H, b[3] + m))
+            crops.append(np.ascontiguousarray(img[y0:y1, x0:x1]))
+    est = MediaPipeEstimator()
+    est(crops[0])
+    t0 = time.perf_counter()
+    for c in crops:
+        est(c)
+    t_base = time.perf_counter() - t0
+    total = t_det + t_est
+    out = {"frames": n_frames, "persons_accepted": n_persons, "crops": len(crops),
+           "frames_per_s": n_frames / total, "persons_per_s": n_persons / total,
+           "detect_ms_per_frame": 1000 * t_det / n_frames, "estimate_ms_per_frame": 1000 * t_est / n_frames,
+           "estimator_only_ms_per_frame": 1000 * t_base / n_frames,
+           "ratio_vs_estimator_only": t_base / total, "tiles": len(finder.tiles(H, W))}  # fmt: skip
+    print(f"speed 768x576, one process: {out['frames_per_s']:.2f} frames/s, {out['persons_per_s']:.2f} "
+          f"accepted persons/s; detect {out['detect_ms_per_frame']:.0f} ms/frame ({out['tiles']} tiles), "
+          f"estimate {out['estimate_ms_per_frame']:.0f} ms/frame, estimator alone on the same crops "
+          f"{out['estimator_only_ms_per_frame']:.0f} ms/frame -> {out['ratio_vs_estimator_only']:.2f} of its rate")  # fmt: skip
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=Path("/work/shared/data/realdev"))
+    ap.add_argument("--half", choices=("tune", "check"), default="check")
+    ap.add_argument("--scenes", type=int, default=30)
+    ap.add_argument("--seeds", default="100,101,102")
+    ap.add_argument("--video-frames", type=int, default=60)
+    ap.add_argument("--video-seeds", default="200,201,202")
+    ap.add_argument("--tracker", choices=("own", "supervision"), default="own")
+    ap.add_argument("--parts", default="scenes,video,nobody,speed")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="FinderConfig override, e.g. --set min_score=0.4")  # fmt: skip
+    ap.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = ap.parse_args()
+
+    from pg2kit.persons import PersonFinder
+
+    opts = {}
+    for kv in args.set:
+        k, v = kv.split("=", 1)
+        opts[k] = json.loads(v) if v[:1] in "[{" or v.replace(".", "", 1).isdigit() else v
+        if isinstance(opts[k], str) and opts[k] in ("true", "false"):
+            opts[k] = opts[k] == "true"
+    finder = PersonFinder(**opts)
+    people = load_people(args.data, args.half)
+    print(f"{args.half} half: {len(people)} people "
+          f"({sum(p['id'][0] == 'm' for p in people)} Market, {sum(p['id'][0] == 'd' for p in people)} DeepFashion); "
+          f"config overrides {opts}", flush=True)  # fmt: skip
+    parts = set(args.parts.split(","))
+    result: dict = {"half": args.half, "overrides": opts}
+    t0 = time.perf_counter()
+    if "scenes" in parts:
+        result["scenes"] = run_scenes(
+            finder, people, [int(s) for s in args.seeds.split(",")], args.scenes
+        )
+    if "video" in parts:
+        result["video"] = [
+            run_video(finder, people, int(s), args.video_frames, tracker_kind=args.tracker)
+            for s in args.video_seeds.split(",")
+        ]
+    if "nobody" in parts:
+        result["nobody"] = run_nobody(finder, args.data)
+    if "speed" in parts:
+        result["speed"] = run_speed(finder, people)
+    print(f"total {time.perf_counter() - t0:.0f} s")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
