@@ -593,3 +593,45 @@ def test_injected_enospc_in_every_writer(cmd, tmp_path, monkeypatch):
     fk.assert_one_line_error(r, "no space left")
     monkeypatch.undo()
     _check_no_tmp(tmp_path)
+
+
+@pytest.mark.slow
+def test_pairs_sigkill_at_random_points_leaves_a_consistent_folder(tmp_path):
+    """Real SIGKILLs of `pg2kit pairs` while it writes a ~36 MB pairs.h5: afterwards the pairs
+    every reader sees are either the old ones or the new ones, never a mix, and a re-run cleans
+    up. (Marked slow: about 2 s per kill.)"""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = fk.folder(tmp_path / "prep", num_ids=1, poses=1500, shard_size=500)
+    old = shards.read_pairs(root, "train")
+    rng = np.random.default_rng(0)
+    saved = {n: (root / n).read_bytes() for n in ("pairs.h5", "manifest.json")}
+    outcomes = set()
+    for _ in range(6):
+        for n, data in saved.items():  # each kill starts from the old pairs
+            (root / n).write_bytes(data)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pg2kit.cli", "pairs", str(root), "--protocol", "pg2"],
+            stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )  # fmt: skip
+        for line in proc.stdout:
+            if line.startswith("train:"):  # pairs computed: the writing starts now
+                time.sleep(float(rng.uniform(0, 0.25)))
+                break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        m = shards.load_manifest(root)
+        got = shards.read_pairs(root, "train")
+        assert m["pairs"]["counts"]["train"] == len(got)
+        outcomes.add("old" if m["pairs"]["protocol"] == "test" else "new")
+        if m["pairs"]["protocol"] == "test":
+            np.testing.assert_array_equal(got, old)
+        else:
+            assert len(got) == 1500 * 1499 and (got[:, 0] != got[:, 1]).all()
+    assert fk.invoke(["pairs", root, "--protocol", "pg2"]).exit_code == 0
+    _check_no_tmp(root)
+    assert shards.verify(root).ok
+    print("outcomes of the kills:", sorted(outcomes))
