@@ -8,7 +8,6 @@ Usage: python bench/g1_learning.py DATA [--minutes 5] [--channels 32] [--eval-sp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pg2kit.data import PairBatches, PairBatchSampler, inspect_split, pose_input, to_device  # noqa: E402
 from pg2kit.metrics import mask_ssim, ssim  # noqa: E402
 from pg2kit.models import G1  # noqa: E402
-from pg2kit.train import arch_for, g1_step, make_config  # noqa: E402
+from pg2kit.train import Steps, arch_for, make_config, resolve_config  # noqa: E402
 
 
 def to_u8(x: torch.Tensor) -> np.ndarray:
@@ -44,12 +43,13 @@ def main() -> None:
     cfg = make_config("market1501", data=args.data, channels=args.channels, batch_size=args.batch,
                       lr=args.lr, seed=args.seed)  # fmt: skip
     info = inspect_split(args.data, "train")
-    arch = arch_for(cfg, info)
     device = torch.device("cpu")
+    cfg, _ = resolve_config(cfg, info, device)  # pose-map settings of the folder, fp32 on CPU
+    arch = arch_for(cfg, info)
     torch.manual_seed(args.seed)
     g1 = G1(arch)
     opt = {"g1": torch.optim.Adam(g1.parameters(), lr=args.lr, betas=cfg.betas)}
-    nets = {"g1": g1}
+    steps = Steps({"g1": g1}, opt, cfg, arch, device)  # the trainer's stage-I step
     train = PairBatches(args.data, "train").load()
     stream = iter(PairBatchSampler(len(train), args.batch, args.seed, flip=True))
     print(f"train: {len(train)} pairs at {arch.height}x{arch.width}; G1 n = {arch.channels}, "
@@ -59,7 +59,7 @@ def main() -> None:
     t0, step, losses = time.perf_counter(), 0, []
     while time.perf_counter() - t0 < args.minutes * 60:
         batch = to_device(train[next(stream)], device)
-        out = g1_step(nets, opt, batch, cfg, arch, contextlib.nullcontext)  # fp32, no autocast
+        out = steps.g1(batch)
         losses.append(float(out["g1_l1"]))
         step += 1
         if step % 100 == 0:
