@@ -156,7 +156,7 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
     "--no-detect",
     is_flag=True,
     help="folder/table: no person detection; crop around the keypoints of the whole photo "
-    "(the pre-0.2 behaviour; one person per photo assumed).",
+    "(one person per photo assumed).",
 )
 @click.option(
     "--every",
@@ -249,7 +249,8 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
     is the most prominent one (tallest, then most central); the others, and every person that
     fails a quality gate, are listed in failures.csv with the reason.
 
-    Re-running skips finished shards, so an interrupted run just continues.
+    Re-running skips finished shards, so an interrupted run just continues (video: an
+    interrupted run starts over; a finished one is reused when nothing changed).
 
     \b
     Examples:
