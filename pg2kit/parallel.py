@@ -15,6 +15,7 @@ system): tasks carry paths, not file contents. See docs/cluster.md.
 
 from __future__ import annotations
 
+import re
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -47,8 +48,14 @@ class _Failure:
     """What a task returns instead of raising, so the caller knows which task failed."""
 
     def __init__(self, exc: BaseException):
-        self.summary = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        self.summary = _plain(f"{type(exc).__name__}: {exc}")
         self.detail = "".join(traceback.format_exception(exc))
+
+
+def _plain(text: str) -> str:
+    """First line of an error text, without terminal colour codes (Ray adds them), cut short."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
+    return (text.splitlines() or [""])[0][:300]
 
 
 class _Call:
@@ -230,7 +237,7 @@ def run_tasks(
             except (TaskFailed, GeneratorExit):
                 raise
             except Exception as e:  # noqa: BLE001 - a lost worker, a broken pool, a dead node
-                failed(head, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                failed(head, _plain(f"{type(e).__name__}: {e}"))
                 restart = True
             finally:
                 if restart or head < len(tasks):

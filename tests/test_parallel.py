@@ -122,11 +122,23 @@ def test_dask_local_cluster_matches_loky(tmp_path, dask_cluster):
 
 
 @pytest.mark.slow
-def test_ray_local_instance_matches_loky(tmp_path):
+def test_prepare_on_local_ray_is_byte_identical_to_loky(tmp_path):
+    """Ray (an optional extra, so a slow test): a local Ray instance of 2 CPUs gives the same
+    shards as loky. The work function must be importable on the workers (pg2kit's is; a test
+    module's is not), as on any cluster."""
     pytest.importorskip("ray")
-    tasks = [(i, str(tmp_path)) for i in range(10)]
-    got = list(run_tasks(_fail_once, tasks, workers=2, backend="ray", retries=1))
-    assert got == [i + 100 for i in range(10)]
+    from click.testing import CliRunner
+
+    from pg2kit.cli import cli
+
+    common = ["prepare", "synthetic", "--ids", "5", "--poses", "8", "--shard-size", "16",
+              "--workers", "2", "--quiet"]  # fmt: skip
+    r = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "loky")])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / "ray"), "--backend", "ray",
+                                 "--retries", "1"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert _shard_digests(tmp_path / "loky") == _shard_digests(tmp_path / "ray")
 
 
 def _shard_digests(root: Path) -> dict[str, str]:
