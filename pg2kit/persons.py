@@ -86,7 +86,7 @@ class FinderConfig:
     # Person height as a fraction of the tile side where the detector works best.
     tile_person_fraction: float = 0.35
     # Tile side ratio between pyramid levels.
-    tile_growth: float = 2.0
+    tile_growth: float = 1.6
     # Tiles overlap so a person up to this fraction of the tile side fits whole in one tile.
     tile_overlap: float = 0.45
     # Also run each tile mirrored (better recall, twice the detector time).
