@@ -575,15 +575,17 @@ def _nms(
     boxes: np.ndarray, hips: np.ndarray, radius: np.ndarray, order: list[int], iou: float
 ) -> list[int]:
     """Greedy NMS: a candidate is a repeat if its box overlaps a kept one by more than `iou`,
-    or its hip lies within 0.3 body radii of a kept one's at a similar size (tiles disagree on
-    the box more than on the hip)."""
+    or one box lies 80% inside the other, or its hip lies within 0.3 body radii of a kept one's
+    at a similar size (tiles disagree on the box more than on the hip)."""
     kept: list[int] = []
     for i in order:
         same = False
         for j in kept:
             ratio = radius[i] / radius[j]
             near = np.linalg.norm(hips[i] - hips[j]) < 0.3 * max(radius[i], radius[j])
-            if _iou(boxes[i], boxes[j]) > iou or (near and 0.6 < ratio < 1.6):
+            # one box mostly inside the other: the same person at two tile scales
+            nested = max(_covered(boxes[i], boxes[j]), _covered(boxes[j], boxes[i])) > 0.8
+            if _iou(boxes[i], boxes[j]) > iou or nested or (near and 0.6 < ratio < 1.6):
                 same = True
                 break
         if not same:

@@ -38,8 +38,9 @@ class _Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))  # box change per frame
     hits: int = 1
 
-    def predict(self, frame: int) -> np.ndarray:
-        return self.box + self.velocity * (frame - self.frame)
+    def predict(self, frame: int, horizon: int = 5) -> np.ndarray:
+        # extrapolate at most `horizon` frames: over a long gap a noisy velocity drifts away
+        return self.box + self.velocity * min(frame - self.frame, horizon)
 
     def update(self, box: np.ndarray, frame: int, smoothing: float) -> None:
         gap = max(1, frame - self.frame)
