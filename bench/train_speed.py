@@ -16,13 +16,19 @@ Usage: python bench/train_speed.py [--seconds 3] [--channels 4] [--skip-compile]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+# a private inductor cache: a cache shared with other processes compiling at the same time
+# gave a half-written kernel .so here ("file too short")
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(tempfile.gettempdir(),
+                                                              f"pg2kit-inductor-{os.getpid()}"))  # fmt: skip
+
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -57,6 +63,8 @@ def issue_table(args) -> None:
           "| ms per step |")  # fmt: skip
     print("|---|---|---|---|---|---|---|---|")
     for label, ds, stage in cases:
+        if args.stage and stage != args.stage:
+            continue
         h, w = ds["hw"]
         arch = arch_of(h, w, channels=args.channels, disc_channels=args.channels)
         batch = fake_batch(ds["batch"], h, w, "cpu")
@@ -159,6 +167,7 @@ def main() -> None:
     ap.add_argument("--skip-compile", action="store_true", help="eager rows only")
     ap.add_argument("--only", choices=["market", "deepfashion"], default=None,
                     help="only these rows of the op table")  # fmt: skip
+    ap.add_argument("--stage", choices=["g1", "g2"], default=None, help="only this stage's rows")
     ap.add_argument("--no-extras", action="store_true", help="op table only")
     ap.add_argument("--ckpt-repeats", type=int, default=3, help="checkpoint writes to time")
     ap.add_argument("--tmp", default=None, help="folder for the checkpoint timing")

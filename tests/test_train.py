@@ -364,9 +364,32 @@ def _compare_compiled_and_eager(folder, stage):
             torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
     for net in we:
         for k in we[net]:
+            if net == "disc" and k in _inert_disc_biases(steps.nets["disc"]):
+                continue
             torch.testing.assert_close(we[net][k], wc[net][k], rtol=1e-4, atol=1e-5)
 
 
+def _inert_disc_biases(disc):
+    """Biases of D's convs that feed a BatchNorm: BN subtracts the batch mean, so their exact
+    gradient is 0 and what autograd returns is rounding noise (~1e-9), which Adam scales to
+    +-lr steps of either sign; eager and compiled code round differently there."""
+    mods = list(disc.features)
+    return {f"features.{i}.bias" for i, m in enumerate(mods[:-1])
+            if isinstance(mods[i + 1], torch.nn.BatchNorm2d)}  # fmt: skip
+
+
+def test_captured_whole_steps_match_eager(folder, monkeypatch):
+    """Default-suite check of the compiled path without a C++ compiler run: torch.compile with
+    the aot_eager backend captures the same regions (dynamo + AOTAutograd forward/backward
+    graphs, D frozen in the G pass) but runs them with aten kernels. Inductor's code is
+    checked by the slow tests below (minutes of gcc on this VM)."""
+    real = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, mode=None: real(fn, backend="aot_eager"))
+    _compare_compiled_and_eager(folder, "g1")
+    _compare_compiled_and_eager(folder, "g2")
+
+
+@pytest.mark.slow
 def test_compiled_g1_step_matches_eager(folder):
     _compare_compiled_and_eager(folder, "g1")
 
