@@ -10,9 +10,17 @@ keypoints fall in two true persons), rejection reasons; on a composed video (peo
 crossing) track purity and fragmentation; on >= 20 images without a person the number accepted;
 and the speed of detect + estimate against the estimator alone on the same person crops.
 
+`--via cli` runs the CLI instead of calling PersonFinder: each scene is written as the one
+photo of its own identity folder and run through `pg2kit prepare folder`, the video is written
+losslessly (FFV1 .avi) and run through `pg2kit prepare video`; the figures are computed from the
+shards (source_box, keypoints mapped back to source pixels, track, frame) and failures.csv (each
+person that was not the identity person or failed a gate is a row with its box and reason).
+`--via both` also runs the library on the same images and counts outcome differences.
+
 Usage:
   python bench/multiperson.py [--data /work/shared/data/realdev] [--half check] \
-      [--scenes 30] [--seeds 100,101,102] [--video-frames 60] [--parts scenes,video,nobody,speed]
+      [--scenes 30] [--seeds 100,101,102] [--video-frames 60] [--parts scenes,video,nobody,speed] \
+      [--via library|cli|both]
 """
 
 from __future__ import annotations
@@ -225,10 +233,23 @@ def score_scene(persons, truth) -> dict:
     res = {"tp": 0, "fp": 0, "chimera": 0, "accepted": 0, "chimera_le30": 0, "accepted_le30": 0,
            "found": [], "reasons": []}  # fmt: skip
     taken: set[int] = set()
+    res["no_keypoints"] = 0
     for p in persons:
         if p.reason is not None:
             continue
         res["accepted"] += 1
+        if p.keypoints is None:
+            # CLI mode: a person accepted but not the photo's identity person is only a box in
+            # failures.csv; it belongs to the true person covering most of it (>= half)
+            cov = np.array([covered(p.box, t["box"]) for t in truth])
+            owner = int(np.argmax(cov)) if len(truth) else -1
+            if owner < 0 or cov[owner] < 0.5 or owner in taken:
+                res["fp"] += 1
+                continue
+            taken.add(owner)
+            res["tp"] += 1
+            res["no_keypoints"] += 1
+            continue
         counts = owner_counts(p.keypoints, truth)
         n = int((p.keypoints[:, 0] >= 0).sum())
         owner = int(np.argmax(counts)) if len(truth) else -1
@@ -266,56 +287,210 @@ def band_of(h: float) -> str | None:
     return None
 
 
-def run_scenes(finder, people, seeds, n_scenes) -> dict:
-    per_seed = {}
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        agg = {"tp": 0, "fp": 0, "chimera": 0, "accepted": 0, "chimera_le30": 0, "accepted_le30": 0}
-        bands: dict[str, list[int]] = {}
-        reasons: dict[str, int] = {}
-        for _ in range(n_scenes):
-            img, truth = make_scene(rng, people)
-            res = score_scene(finder(img), truth)
-            for k in agg:
-                agg[k] += res[k]
-            for (h, ov, cut, ok), why in zip(res["found"], res["reasons"], strict=True):
-                if cut or ov > 0.3:
-                    continue  # recall counts people fully in frame, overlapped <= 30%
-                b = band_of(h)
-                bands.setdefault(b, [0, 0])
-                bands[b][0] += ok
-                bands[b][1] += 1
-                if not ok:
-                    reasons[f"{b}: {why}"] = reasons.get(f"{b}: {why}", 0) + 1
-        big = [bands[b] for b in bands if int(b.split("-")[0]) >= 96]
-        per_seed[seed] = {
-            **agg,
-            "precision": agg["tp"] / max(1, agg["accepted"]),
-            "chimera_rate": agg["chimera"] / max(1, agg["tp"]),
-            "chimera_rate_le30": agg["chimera_le30"] / max(1, agg["accepted_le30"]),
-            "recall_ge96": sum(f for f, _ in big) / max(1, sum(n for _, n in big)),
-            "bands": {
-                b: (f, n, f / max(1, n))
-                for b, (f, n) in sorted(bands.items(), key=lambda kv: int(kv[0].split("-")[0]))
-            },
-            "missed": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-        }
-        s = per_seed[seed]
+def make_scenes(people, seed, n_scenes) -> list[tuple[np.ndarray, list[dict]]]:
+    rng = np.random.default_rng(seed)
+    return [make_scene(rng, people) for _ in range(n_scenes)]
+
+
+def summarize_scenes(seed, scored: list[dict], quiet: bool = False) -> dict:
+    agg = {"tp": 0, "fp": 0, "chimera": 0, "accepted": 0, "chimera_le30": 0, "accepted_le30": 0,
+           "no_keypoints": 0}  # fmt: skip
+    bands: dict[str, list[int]] = {}
+    reasons: dict[str, int] = {}
+    for res in scored:
+        for k in agg:
+            agg[k] += res[k]
+        for (h, ov, cut, ok), why in zip(res["found"], res["reasons"], strict=True):
+            if cut or ov > 0.3:
+                continue  # recall counts people fully in frame, overlapped <= 30%
+            b = band_of(h)
+            bands.setdefault(b, [0, 0])
+            bands[b][0] += ok
+            bands[b][1] += 1
+            if not ok:
+                reasons[f"{b}: {why}"] = reasons.get(f"{b}: {why}", 0) + 1
+    big = [bands[b] for b in bands if int(b.split("-")[0]) >= 96]
+    with_kp = agg["tp"] - agg["no_keypoints"]
+    s = {
+        **agg,
+        "precision": agg["tp"] / max(1, agg["accepted"]),
+        "chimera_rate": agg["chimera"] / max(1, with_kp),
+        "chimera_rate_le30": agg["chimera_le30"] / max(1, agg["accepted_le30"]),
+        "recall_ge96": sum(f for f, _ in big) / max(1, sum(n for _, n in big)),
+        "bands": {
+            b: (f, n, f / max(1, n))
+            for b, (f, n) in sorted(bands.items(), key=lambda kv: int(kv[0].split("-")[0]))
+        },
+        "missed": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+    }
+    if not quiet:
         print(f"seed {seed}: precision {s['precision']:.3f} ({s['tp']}/{s['accepted']}), "
-              f"chimera {s['chimera']}/{s['tp']} (overlap<=30%: {s['chimera_le30']}/{s['accepted_le30']}), "
-              f"recall>=96px {s['recall_ge96']:.3f}", flush=True)  # fmt: skip
+              f"chimera {s['chimera']}/{with_kp} (overlap<=30%: {s['chimera_le30']}/{s['accepted_le30']})"
+              + (f" [{s['no_keypoints']} accepted persons only as boxes in failures.csv, judged by box]"
+                 if s["no_keypoints"] else "")
+              + f", recall>=96px {s['recall_ge96']:.3f}", flush=True)  # fmt: skip
         for b, (f, n, r) in s["bands"].items():
             print(f"   {b:>8} px: recall {r:.3f} ({f}/{n})")
         print("   missed:", s["missed"])
+    return s
+
+
+def run_scenes(find, people, seeds, n_scenes, compare=None) -> dict:
+    """`find(seed, images)` -> persons per image. With `compare` (a second find), also count
+    the true persons whose outcome (accepted / rejection reason) differs between the two."""
+    per_seed = {}
+    for seed in seeds:
+        scenes = make_scenes(people, seed, n_scenes)
+        images = [img for img, _ in scenes]
+        scored = [score_scene(ps, t) for ps, (_, t) in zip(find(seed, images), scenes, strict=True)]
+        per_seed[seed] = summarize_scenes(seed, scored)
+        if compare is not None:
+            other = [
+                score_scene(ps, t) for ps, (_, t) in zip(compare(seed, images), scenes, strict=True)
+            ]
+            ref = summarize_scenes(seed, other, quiet=True)
+            diff = [
+                (k, j, a, b)
+                for k, (r1, r2) in enumerate(zip(scored, other, strict=True))
+                for j, (a, b) in enumerate(zip(r1["reasons"], r2["reasons"], strict=True))
+                if a != b
+            ]
+            n = sum(len(r["reasons"]) for r in scored)
+            print(f"   library on the same images: precision {ref['precision']:.3f} "
+                  f"({ref['tp']}/{ref['accepted']}), recall>=96px {ref['recall_ge96']:.3f}; "
+                  f"outcome differs for {len(diff)} of {n} true persons {diff[:8]}", flush=True)  # fmt: skip
+            per_seed[seed]["library_same_images"] = {
+                k: ref[k] for k in ("precision", "recall_ge96", "tp", "accepted", "chimera")
+            } | {"outcome_differs": len(diff), "persons": n}
     return per_seed
+
+
+def library_find(finder):
+    def find(seed, images):
+        return [finder(img) for img in images]
+
+    return find
+
+
+# ------------------------------------------------------------------ through the CLI
+
+
+class _Found:
+    """A person as the CLI's outputs tell it: box, reason and (shard samples only) keypoints in
+    source pixels."""
+
+    def __init__(self, box, reason=None, keypoints=None):
+        self.box = np.asarray(box, np.float32)
+        self.reason = reason
+        self.keypoints = keypoints
+
+
+def _run_cli(args: list[str], log: Path) -> int:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "pg2kit.cli", *args]
+    t0 = time.perf_counter()
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT).returncode
+    print(f"   ran: pg2kit {' '.join(args)} -> exit {rc} in {time.perf_counter() - t0:.0f} s "
+          f"(log {log})", flush=True)  # fmt: skip
+    return rc
+
+
+def _read_samples(out: Path) -> list[dict]:
+    """Shard samples with keypoints mapped back to source pixels (inverse of crop_person)."""
+    from pg2kit import shards
+    from pg2kit.persons import crop_geometry
+
+    if not (out / shards.MANIFEST).exists():
+        return []
+    manifest = shards.load_manifest(out)
+    fields = ("keypoints", "source_path", "source_box", "track", "frame", "detector_score")
+    samples = []
+    for split in manifest["splits"]:
+        if not manifest["splits"][split]["count"]:
+            continue
+        size = (int(manifest["frame"]["height"]), int(manifest["frame"]["width"]))
+        d = shards.read_split_fields(out, split, fields)
+        for i in range(len(d["source_path"])):
+            box = d["source_box"][i]
+            x0, y0, cw, ch = crop_geometry(box, size)
+            kp = d["keypoints"][i].copy()
+            ok = kp[:, 0] >= 0
+            kp[ok, 0] = (kp[ok, 0] + 0.5) * cw / size[1] - 0.5 + x0
+            kp[ok, 1] = (kp[ok, 1] + 0.5) * ch / size[0] - 0.5 + y0
+            samples.append({"path": str(d["source_path"][i]), "box": box, "keypoints": kp,
+                            "track": int(d["track"][i]), "frame": int(d["frame"][i])})  # fmt: skip
+    return samples
+
+
+def _read_failures(out: Path) -> list[tuple[str, str]]:
+    path = out / "failures.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        return [(r["path"], r["reason"]) for r in csv.DictReader(f)]
+
+
+_PERSON_ROW = None
+
+
+def _parse_person_row(reason: str):
+    """'person 2 of 3 at (x0,y0)-(x1,y1): why' -> (box, why) or None."""
+    import re
+
+    global _PERSON_ROW
+    if _PERSON_ROW is None:
+        _PERSON_ROW = re.compile(
+            r"person \d+ of \d+ at \((-?\d+),(-?\d+)\)-\((-?\d+),(-?\d+)\): (.*)"
+        )
+    m = _PERSON_ROW.match(reason)
+    if not m:
+        return None
+    return [float(v) for v in m.groups()[:4]], m.group(5)
+
+
+def cli_folder_find(workdir: Path, workers: int, extra: list[str]):
+    """Each image as the one photo of its own identity folder, through `pg2kit prepare folder`;
+    persons = the shard sample (keypoints) + the failures.csv rows (box and reason; a person
+    that passed every gate but is not the identity person counts as accepted, by its box)."""
+
+    def find(tag, images):
+        import shutil
+
+        src, out = workdir / f"{tag}_src", workdir / f"{tag}_out"
+        shutil.rmtree(src, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        for k, img in enumerate(images):
+            (src / f"s{k:03d}").mkdir(parents=True)
+            cv2.imwrite(str(src / f"s{k:03d}" / "scene.png"), np.ascontiguousarray(img[:, :, ::-1]))
+        _run_cli(["prepare", "folder", str(src), "-o", str(out), "--workers", str(workers),
+                  "--quiet", *extra], workdir / f"{tag}.log")  # fmt: skip
+        persons: list[list] = [[] for _ in images]
+        for s in _read_samples(out):
+            k = int(s["path"].split("/")[0][1:])
+            persons[k].append(_Found(s["box"], None, s["keypoints"]))
+        for path, reason in _read_failures(out):
+            if not path.startswith("s"):
+                continue
+            k = int(path.split("/")[0][1:])
+            row = _parse_person_row(reason)
+            if row is None:
+                continue  # 'no person found' and the like: nothing to score
+            box, why = row
+            accepted = why.startswith("not the identity person")
+            persons[k].append(_Found(box, None if accepted else why))
+        return persons
+
+    return find
 
 
 # ------------------------------------------------------------------ video
 
 
-def run_video(finder, people, seed, frames, every=1, tracker_kind="own") -> dict:
-    from pg2kit.tracking import Tracker
-
+def make_video(people, seed, frames) -> tuple[list[np.ndarray], list[list[dict]], int]:
+    """Frames of 3-5 real people walking and crossing, with each frame's true boxes."""
     rng = np.random.default_rng(seed)
     bg = background(rng)
     k = int(rng.integers(3, 6))
@@ -329,12 +504,8 @@ def run_video(finder, people, seed, frames, every=1, tracker_kind="own") -> dict
         x_start += rng.uniform(0, 0.5) * W * direction
         feet = float(rng.uniform(h0 + 10, H - 5))
         walkers.append({"p": p, "h": h0, "x": x_start, "v": speed, "feet": feet, "id": i})
-    if tracker_kind == "supervision":
-        tracker = _SupervisionTracker()
-    else:
-        tracker = Tracker()
-    samples = []  # (track, true walker)
-    for f in range(0, frames, every):
+    images, truths = [], []
+    for f in range(frames):
         img = bg.copy()
         truth = []
         # far people first (smaller feet y), nearer ones painted over them
@@ -343,39 +514,82 @@ def run_video(finder, people, seed, frames, every=1, tracker_kind="own") -> dict
             h = int(wk["h"])
             box = paste(img, wk["p"], x, int(wk["feet"] - h), h)
             truth.append({"box": box, "height": h, "id": wk["id"]})
-        for t in truth:
-            t["overlap"] = max(
-                (covered(t["box"], o["box"]) for o in truth if o is not t), default=0.0
-            )
-        det = finder.detect(img)
-        boxes = np.array([p.box for p in det], np.float32).reshape(-1, 4)
-        ids = tracker.update(f, boxes, np.array([p.score for p in det], np.float32))
-        done = finder.estimate_all(img, det)
-        for p, tid in zip(done, ids, strict=True):
-            if p.reason is not None or tid < 0:
-                continue
-            counts = owner_counts(p.keypoints, truth)
-            j = int(np.argmax(counts))
-            if counts[j] < 0.5 * (p.keypoints[:, 0] >= 0).sum():
-                samples.append((int(tid), -1))
-            else:
-                samples.append((int(tid), truth[j]["id"]))
+        images.append(img)
+        truths.append(truth)
+    return images, truths, k
+
+
+def _owner(kp: np.ndarray, truth: list[dict]) -> int:
+    counts = owner_counts(kp, truth)
+    j = int(np.argmax(counts))
+    return truth[j]["id"] if counts[j] >= 0.5 * (kp[:, 0] >= 0).sum() else -1
+
+
+def score_video(seed, k, samples, min_track, label) -> dict:
+    """samples: (track, true walker or -1); tracks with < min_track samples are dropped (as
+    `prepare video --min-track` does)."""
     tracks: dict[int, list[int]] = {}
     for tid, wid in samples:
         tracks.setdefault(tid, []).append(wid)
+    tracks = {t: v for t, v in tracks.items() if len(v) >= min_track}
+    n = sum(len(v) for v in tracks.values())
     pure = sum(max(v.count(x) for x in set(v)) for v in tracks.values())
-    purity = pure / max(1, len(samples))
+    purity = pure / max(1, n)
     per_person: dict[int, set] = {}
     for tid, v in tracks.items():
         major = max(set(v), key=v.count)
         per_person.setdefault(major, set()).add(tid)
     frag = statistics.mean(len(s) for s in per_person.values()) if per_person else float("nan")
-    out = {"seed": seed, "walkers": k, "samples": len(samples), "tracks": len(tracks),
+    out = {"seed": seed, "walkers": k, "samples": n, "tracks": len(tracks),
            "purity": purity, "fragmentation": frag,
            "track_sizes": sorted((len(v) for v in tracks.values()), reverse=True)}  # fmt: skip
-    print(f"video seed {seed} ({tracker_kind}): {k} walkers, {len(samples)} samples in {len(tracks)} tracks, "
-          f"purity {purity:.3f}, fragmentation {frag:.2f} tracks/person, sizes {out['track_sizes']}", flush=True)  # fmt: skip
+    print(f"video seed {seed} ({label}): {k} walkers, {n} samples in {len(tracks)} tracks "
+          f"(min-track {min_track}), purity {purity:.3f}, fragmentation {frag:.2f} tracks/person, "
+          f"sizes {out['track_sizes']}", flush=True)  # fmt: skip
     return out
+
+
+def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3) -> dict:
+    """Library mode, the same steps as `prepare video`: detect, estimate and gate every person,
+    drop duplicates, track the persons' boxes (pg2kit.tracking.Tracker), keep accepted tracked
+    persons, drop short tracks."""
+    from pg2kit.persons import DUPLICATE
+    from pg2kit.tracking import Tracker
+
+    images, truths, k = make_video(people, seed, frames)
+    tracker = _SupervisionTracker() if tracker_kind == "supervision" else Tracker()
+    samples = []  # (track, true walker)
+    for f, (img, truth) in enumerate(zip(images, truths, strict=True)):
+        done = finder.estimate_all(img, finder.detect(img))
+        done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
+        boxes = np.array([p.box for p in done], np.float32).reshape(-1, 4)
+        ids = tracker.update(f, boxes, np.array([p.score for p in done], np.float32))
+        for p, tid in zip(done, ids, strict=True):
+            if p.reason is None and tid >= 0:
+                samples.append((int(tid), _owner(p.keypoints, truth)))
+    return score_video(seed, k, samples, min_track, f"library, {tracker_kind} tracker")
+
+
+def run_video_cli(people, seed, frames, workdir: Path, workers: int, min_track=3,
+                  extra=()) -> dict:  # fmt: skip
+    """The video written losslessly (FFV1) and run through `pg2kit prepare video`; samples and
+    tracks read back from the shards."""
+    import shutil
+
+    images, truths, k = make_video(people, seed, frames)
+    path = workdir / f"video{seed}.avi"
+    out = workdir / f"video{seed}_out"
+    shutil.rmtree(out, ignore_errors=True)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 10, (W, H))
+    if not vw.isOpened():
+        raise RuntimeError("OpenCV cannot write FFV1 video here")
+    for img in images:
+        vw.write(np.ascontiguousarray(img[:, :, ::-1]))
+    vw.release()
+    _run_cli(["prepare", "video", str(path), "-o", str(out), "--workers", str(workers),
+              "--min-track", str(min_track), "--quiet", *extra], workdir / f"video{seed}.log")  # fmt: skip
+    samples = [(s["track"], _owner(s["keypoints"], truths[s["frame"]])) for s in _read_samples(out)]
+    return score_video(seed, k, samples, min_track, "CLI prepare video")
 
 
 class _SupervisionTracker:
@@ -454,12 +668,11 @@ def nobody_images(data: Path) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def run_nobody(finder, data) -> dict:
+def run_nobody(find, data) -> dict:
     imgs = nobody_images(data)
     accepted = []
     rejected = 0
-    for name, im in imgs:
-        ps = finder(im)
+    for (name, _), ps in zip(imgs, find("nobody", [im for _, im in imgs]), strict=True):
         rejected += sum(p.reason is not None for p in ps)
         if any(p.reason is None for p in ps):
             accepted.append(name)
@@ -532,10 +745,22 @@ def main() -> None:
     ap.add_argument("--seeds", default="100,101,102")
     ap.add_argument("--video-frames", type=int, default=60)
     ap.add_argument("--video-seeds", default="200,201,202")
+    ap.add_argument("--min-track", type=int, default=3, help="as prepare video --min-track")
     ap.add_argument("--tracker", choices=("own", "supervision"), default="own")
     ap.add_argument("--parts", default="scenes,video,nobody,speed")
+    ap.add_argument("--via", choices=("library", "cli", "both"), default="library",
+                    help="library: PersonFinder called here; cli: scenes/video written to disk "
+                    "and run through `pg2kit prepare folder|video`, figures read from the shards "
+                    "and failures.csv; both: cli, plus the library on the same images")  # fmt: skip
+    ap.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/tmp/multiperson_cli"),
+        help="cli: where scenes, videos and prepared outputs are written",
+    )
+    ap.add_argument("--workers", type=int, default=2, help="cli: prepare --workers")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="FinderConfig override, e.g. --set min_score=0.4")  # fmt: skip
+                    help="FinderConfig override, e.g. --set min_score=0.4 (library only)")  # fmt: skip
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = ap.parse_args()
 
@@ -547,25 +772,40 @@ def main() -> None:
         opts[k] = json.loads(v) if v[:1] in "[{" or v.replace(".", "", 1).isdigit() else v
         if isinstance(opts[k], str) and opts[k] in ("true", "false"):
             opts[k] = opts[k] == "true"
+    if opts and args.via != "library":
+        ap.error("--set works with --via library only (the CLI uses the defaults)")
     finder = PersonFinder(**opts)
     people = load_people(args.data, args.half)
     print(f"{args.half} half: {len(people)} people "
           f"({sum(p['id'][0] == 'm' for p in people)} Market, {sum(p['id'][0] == 'd' for p in people)} DeepFashion); "
-          f"config overrides {opts}", flush=True)  # fmt: skip
+          f"config overrides {opts}; via {args.via}", flush=True)  # fmt: skip
     parts = set(args.parts.split(","))
-    result: dict = {"half": args.half, "overrides": opts}
+    result: dict = {"half": args.half, "overrides": opts, "via": args.via}
     t0 = time.perf_counter()
+    lib = library_find(finder)
+    if args.via == "library":
+        find, compare = lib, None
+    else:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        find = cli_folder_find(args.workdir, args.workers, [])
+        compare = lib if args.via == "both" else None
     if "scenes" in parts:
         result["scenes"] = run_scenes(
-            finder, people, [int(s) for s in args.seeds.split(",")], args.scenes
+            find, people, [int(s) for s in args.seeds.split(",")], args.scenes, compare
         )
     if "video" in parts:
-        result["video"] = [
-            run_video(finder, people, int(s), args.video_frames, tracker_kind=args.tracker)
-            for s in args.video_seeds.split(",")
-        ]
+        result["video"] = []
+        for s in args.video_seeds.split(","):
+            if args.via != "library":
+                result["video"].append(run_video_cli(people, int(s), args.video_frames,
+                                                     args.workdir, args.workers, args.min_track))  # fmt: skip
+            if args.via != "cli":
+                result["video"].append(run_video(finder, people, int(s), args.video_frames,
+                                                 args.tracker, args.min_track))  # fmt: skip
     if "nobody" in parts:
-        result["nobody"] = run_nobody(finder, args.data)
+        result["nobody"] = run_nobody(find, args.data)
+        if compare is not None:
+            result["nobody_library"] = run_nobody(compare, args.data)
     if "speed" in parts:
         result["speed"] = run_speed(finder, people)
     print(f"total {time.perf_counter() - t0:.0f} s")

@@ -622,6 +622,29 @@ PADS = ("constant", "edge", "reflect")
 DEFAULT_PAD = "constant"
 
 
+def crop_geometry(
+    box: Sequence[float], size: tuple[int, int], margin: float = 0.05
+) -> tuple[int, int, int, int]:
+    """Source-pixel rectangle (x0, y0, width, height) that `crop_person` resizes to `size` (H, W)
+    for `box`: the box grown by `margin` x its height per side, its short side grown (centred) to
+    the output aspect. A crop pixel u maps to source (u + 0.5) * width / W - 0.5 + x0."""
+    out_h, out_w = int(size[0]), int(size[1])
+    x0, y0, x1, y1 = (float(v) for v in box)
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"box must have x1 > x0 and y1 > y0, got {tuple(box)}")
+    m = margin * (y1 - y0)
+    x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    bw, bh = x1 - x0, y1 - y0
+    if bw / bh < out_w / out_h:
+        bw = bh * out_w / out_h
+    else:
+        bh = bw * out_h / out_w
+    ch = max(1, math.ceil(bh))
+    cw = max(1, round(ch * out_w / out_h))
+    return round(cx - cw / 2), round(cy - ch / 2), cw, ch
+
+
 def crop_person(
     image: np.ndarray,
     box: Sequence[float],
@@ -646,20 +669,7 @@ def crop_person(
         raise ValueError(f"size must be positive, got {size}")
     image = np.asarray(image)
     ph, pw = image.shape[:2]
-    x0, y0, x1, y1 = (float(v) for v in box)
-    if not (x1 > x0 and y1 > y0):
-        raise ValueError(f"box must have x1 > x0 and y1 > y0, got {tuple(box)}")
-    m = margin * (y1 - y0)
-    x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
-    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    bw, bh = x1 - x0, y1 - y0
-    if bw / bh < out_w / out_h:
-        bw = bh * out_w / out_h
-    else:
-        bh = bw * out_h / out_w
-    ch = max(1, math.ceil(bh))
-    cw = max(1, round(ch * out_w / out_h))
-    ix0, iy0 = round(cx - cw / 2), round(cy - ch / 2)
+    ix0, iy0, cw, ch = crop_geometry(box, (out_h, out_w), margin)
     top, left = max(0, -iy0), max(0, -ix0)
     bottom, right = max(0, iy0 + ch - ph), max(0, ix0 + cw - pw)
     region = image[max(0, iy0) : min(ph, iy0 + ch), max(0, ix0) : min(pw, ix0 + cw)]
@@ -725,6 +735,7 @@ __all__ = [
     "Person",
     "PersonFinder",
     "choose_identity_person",
+    "crop_geometry",
     "crop_person",
     "detector_anchors",
 ]
