@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import os
 import shutil
 from collections.abc import Iterator
@@ -92,6 +93,22 @@ def temp_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def remove_dead_temps(path: str | os.PathLike) -> None:
+    """Remove temporary files of `path` left by processes that no longer run (a SIGKILL cannot
+    clean up after itself); those of live processes are left alone."""
+    path = Path(path)
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = tmp.name[len(path.name) + 2 : -4]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except (PermissionError, OverflowError, OSError):
+            pass  # alive under another user, or not a pid: keep it
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[Path]:
     """Yield a temporary path to write; on success it replaces `path`, on any error it is
@@ -105,6 +122,7 @@ def atomic_path(path: str | os.PathLike, needed: int | None = None) -> Iterator[
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise write_error(path, e, needed) from None
+    remove_dead_temps(path)
     tmp = temp_path(path)
     try:
         yield tmp

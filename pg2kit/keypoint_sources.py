@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 
 from pg2kit import __version__
-from pg2kit.keypoints import present
-
 from pg2kit.keypoints import MAX_COORD as ABSURD_COORDINATE  # noqa: E402
+from pg2kit.keypoints import present
 
 # Imported coordinates beyond ABSURD_COORDINATE pixels (1e6) are taken as garbage (a 400-digit
 # number, 1e30 ...) and made missing, like non-finite ones; pg2kit.formats' readers do the same.

@@ -13,12 +13,13 @@ from pg2kit import shards
 def manifest_table(manifest: dict[str, Any]) -> str:
     """The manifest as a small text table plus the settings that made it."""
     frame = manifest["frame"]
+    kp = manifest.get("keypoints") if isinstance(manifest.get("keypoints"), dict) else {}
     lines = [
         f"dataset     {manifest['dataset']}  (pg2kit {manifest.get('pg2kit_version', '?')}, "
-        f"schema {manifest['schema_version']})",
+        f"schema {manifest.get('schema_version')})",
         f"source      {manifest.get('source') or '-'}",
-        f"frame       {frame['height']}x{frame['width']} (HxW), x offset {frame['x_offset']}",
-        f"keypoints   {manifest['keypoints']['source']}  {manifest['keypoints']['version']}",
+        f"frame       {frame['height']}x{frame['width']} (HxW), x offset {frame.get('x_offset', 0)}",
+        f"keypoints   {kp.get('source', '?')}  {kp.get('version', '?')}",
     ]
     p = manifest.get("params", {})
     lines.append(

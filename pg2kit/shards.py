@@ -30,7 +30,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from pg2kit.atomic import WriteError, check_space, temp_path, write_error
+from pg2kit.atomic import WriteError, check_space, remove_dead_temps, temp_path, write_error
 from pg2kit.atomic import write_text as atomic_write_text
 
 SCHEMA_VERSION = 1
@@ -165,6 +165,7 @@ class _MemoryH5:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise write_error(self.path, e) from None
+        remove_dead_temps(self.path)
         # backing_store=True: HDF5 writes the whole image to `tmp` at close, in one request
         # (creating it writes one block: the default 64 KiB, so a nearly full disk fails early)
         try:
@@ -274,7 +275,10 @@ def write_shard(
         "bytes": path.stat().st_size,
         "sha256": file_sha256(path),
     }
-    atomic_write_text(marker_path(path), json.dumps({**entry, **(marker or {})}, indent=1))
+    # the marker also records the file's mtime: a shard rewritten in place with the same size
+    # (which no size check sees) is then hashed on open instead of being used silently
+    stamp = {"mtime_ns": path.stat().st_mtime_ns}
+    atomic_write_text(marker_path(path), json.dumps({**entry, **(marker or {}), **stamp}, indent=1))
     return entry
 
 
@@ -324,7 +328,8 @@ def _entry_problems(root: Path, split: str, k: int, entry: Any) -> Iterator[str]
         return
     path = Path(root) / file
     try:
-        actual = path.stat().st_size
+        st = path.stat()
+        actual = st.st_size
     except FileNotFoundError:
         yield f"{path}: listed in the manifest but missing; re-run `pg2kit prepare`"
         return
@@ -350,10 +355,31 @@ def _entry_problems(root: Path, split: str, k: int, entry: Any) -> Iterator[str]
             f"{path}: its done marker and the manifest name different checksums "
             "(shard rewritten after the manifest); re-run `pg2kit prepare`"
         )
+    elif isinstance(info.get("mtime_ns"), int) and info["mtime_ns"] != st.st_mtime_ns:
+        # modified since it was written, or copied without its times: only the bytes can tell
+        if entry.get("sha256") and file_sha256(path) != entry["sha256"]:
+            yield (
+                f"{path}: sha256 differs from the manifest (the file was changed after "
+                "`pg2kit prepare` wrote it); re-run `pg2kit prepare`"
+            )
+        else:  # same bytes (a copy): remember the new time so the next open is cheap again
+            try:
+                atomic_write_text(mk, json.dumps({**info, "mtime_ns": st.st_mtime_ns}, indent=1))
+            except OSError:
+                pass  # a read-only folder: it is hashed again on the next open
 
 
 def _manifest_problems(root: Path, manifest: dict[str, Any], files: bool) -> Iterator[str]:
     path = Path(root) / MANIFEST
+    frame = manifest.get("frame")
+    if not isinstance(frame, dict) or not all(
+        isinstance(frame.get(k), int) and frame[k] > 0 for k in ("height", "width")
+    ):
+        yield f"{path}: no valid 'frame' (height and width in pixels)"
+        return
+    if not isinstance(manifest.get("dataset"), str):
+        yield f"{path}: no 'dataset' name"
+        return
     splits = manifest.get("splits")
     if not isinstance(splits, dict):
         yield f"{path}: no 'splits' table"

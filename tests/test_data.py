@@ -17,6 +17,7 @@ from pg2kit.data import (
     to_device,
 )
 from pg2kit.keypoints import flip_keypoints
+from tests import _faultkit as fk
 from tests._shardfactory import make_prepared
 
 
@@ -135,8 +136,12 @@ def test_bad_folders(tmp_path):
     with pytest.raises(DataError, match="schema version 2"):
         inspect_split(old)
     mixed = make_prepared(tmp_path / "m")  # manifest says 1, one shard says 2
-    with h5py.File(mixed / "shards" / "train-00001.h5", "r+") as f:
+    shard = mixed / "shards" / "train-00001.h5"
+    with h5py.File(shard, "r+") as f:
         f.attrs["schema_version"] = 2
+    with pytest.raises(DataError, match="train-00001.h5: sha256 differs"):  # edited in place
+        inspect_split(mixed)
+    fk.rewrite_marked(shard, lambda f: None)  # the same shard, re-stamped as if written so
     with pytest.raises(DataError, match="train-00001.h5: schema version 2"):
         inspect_split(mixed)
     with pytest.raises(DataError, match="no split"):

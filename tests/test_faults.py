@@ -67,6 +67,15 @@ def _manifest_not_json(root):
     (root / "manifest.json").write_text('{"schema_version": 1, "splits": ')
 
 
+def _manifest_without(key):
+    def damage(root):
+        m = json.loads((root / "manifest.json").read_text())
+        del m[key]
+        (root / "manifest.json").write_text(json.dumps(m))
+
+    return damage
+
+
 def _manifest_escape(root):
     m = json.loads((root / "manifest.json").read_text())
     m["splits"]["train"]["shards"][0]["file"] = "../../etc/passwd"
@@ -136,6 +145,16 @@ CASES = {
     ),
     "schema version 99": (_schema_99, "schema version 99", [PAIRS, INSPECT, VERIFY, EXPORT, TRAIN]),
     "manifest not JSON": (_manifest_not_json, "not valid JSON", [PAIRS, INSPECT, VERIFY, TRAIN]),
+    "manifest without its frame": (
+        _manifest_without("frame"),
+        "no valid 'frame'",
+        [PAIRS, INSPECT, VERIFY, EXPORT, TRAIN],
+    ),
+    "manifest without its dataset name": (
+        _manifest_without("dataset"),
+        "no 'dataset' name",
+        [PAIRS, INSPECT, VERIFY, EXPORT, TRAIN],
+    ),
     "manifest file outside shards/": (
         _manifest_escape,
         "is not inside shards/",
@@ -161,7 +180,7 @@ CASES = {
     "image bytes changed, same size": (
         _image_bytes_changed,
         "sha256 differs",
-        [VERIFY, TRAIN_VERIFY],
+        [PAIRS, INSPECT, VERIFY, EXPORT, TRAIN, TRAIN_VERIFY],
     ),
 }
 ALL_COMMANDS = [PAIRS, INSPECT, VERIFY, EXPORT, TRAIN]
@@ -635,3 +654,39 @@ def test_pairs_sigkill_at_random_points_leaves_a_consistent_folder(tmp_path):
     _check_no_tmp(root)
     assert shards.verify(root).ok
     print("outcomes of the kills:", sorted(outcomes))
+
+
+def test_copied_folder_is_hashed_once_and_accepted(tmp_path):
+    """A copy without file times (plain `cp -r`) has new mtimes but the same bytes: the open
+    hashes each shard, accepts it and records the new time, so the next open is cheap again."""
+    import shutil
+
+    root = fk.folder(tmp_path / "prep")
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, copy_function=shutil.copyfile)  # contents only, new mtimes
+    shard = sorted((copy / shards.SHARD_DIR).glob("*.h5"))[0]
+    marker = json.loads(shards.marker_path(shard).read_text())
+    assert marker["mtime_ns"] != shard.stat().st_mtime_ns
+    assert fk.invoke(["inspect", copy, "--no-pictures"]).exit_code == 0
+    marker = json.loads(shards.marker_path(shard).read_text())
+    assert marker["mtime_ns"] == shard.stat().st_mtime_ns
+    # a later in-place edit of the copy is still caught without `verify`
+    _image_bytes_changed(copy)
+    fk.assert_one_line_error(fk.invoke(["pairs", copy, "--protocol", "pg2"]), "sha256 differs")
+
+
+def test_temporaries_of_dead_processes_are_removed_on_the_next_write(tmp_path):
+    """A SIGKILL leaves `.NAME.<pid>.tmp`; the next write of NAME removes it (the process is
+    gone), while a temporary of a live process is kept."""
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    target = tmp_path / "manifest.json"
+    left = tmp_path / f".manifest.json.{int(dead.stdout)}.tmp"
+    live = tmp_path / f".manifest.json.{os.getppid()}.tmp"
+    left.write_text("half")
+    live.write_text("busy")
+    atomic.write_text(target, "{}")
+    assert target.read_text() == "{}" and not left.exists() and live.exists()

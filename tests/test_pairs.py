@@ -241,7 +241,9 @@ def _prepared_folder(root, ids, cams, kp, dataset="other", shard_size=4):
     for k, lo in enumerate(range(0, n, shard_size)):
         part = {key: value[lo : lo + shard_size] for key, value in arrays.items()}
         entries.append(write_shard(shard_path(root, "train", k), part, attrs))
-    write_manifest(root, {"schema_version": 1, "splits": {"train": {"shards": entries}}})
+    write_manifest(root, {"schema_version": 1, "dataset": dataset,
+                          "frame": {"height": 32, "width": 16, "x_offset": 0},
+                          "splits": {"train": {"shards": entries}}})  # fmt: skip
 
 
 def test_cli_prepared_folder_and_report(tmp_path):

@@ -26,6 +26,8 @@ def _prepared(tmp_path, counts):
         entries.append(shards.write_shard(path, _arrays(n, offset=100 * k), {"split": "train"}))
     manifest = {
         "schema_version": shards.SCHEMA_VERSION,
+        "dataset": "market1501",
+        "frame": {"height": 8, "width": 4, "x_offset": 0},
         "splits": {"train": {"count": sum(counts), "shards": entries}},
     }
     shards.write_manifest(tmp_path, manifest)
