@@ -443,8 +443,8 @@ def evaluate(gen_dir: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         put("pckh", acc["pckh"], f"PCKh@0.5 (head size of the real target), {conv}")
         put("pck_0.1h", acc["pck_0.1h"], f"PCK@0.1 x image height, {conv}")
         put("detection_rate", acc["detection_rate_generated"],
-            f"share of generated images where the estimator finds a person; on the real "
-            f"targets {acc['detection_rate_real']:.3f}",
+            f"share of generated images where MediaPipe (bundled) finds a person; on the "
+            f"real targets {acc['detection_rate_real']:.3f}",
             real=acc["detection_rate_real"], keypoints_compared=acc["keypoints_compared"])  # fmt: skip
     result["seconds"] = round(time.perf_counter() - t0, 2)
     result["per_pair"] = {
