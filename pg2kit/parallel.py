@@ -15,6 +15,7 @@ system): tasks carry paths, not file contents. See docs/cluster.md.
 
 from __future__ import annotations
 
+import os
 import re
 import traceback
 import warnings
@@ -154,6 +155,29 @@ def _label(tasks: Sequence[tuple], index: int, label: Callable[[tuple], str] | N
     return f"task {index}"
 
 
+def _unreadable(paths: Sequence[str]) -> list[str]:
+    """The paths this process cannot open for reading (runs on a worker)."""
+    return [p for p in paths if not os.access(p, os.R_OK)]
+
+
+def _check_dask_workers_see(paths: Sequence[str | os.PathLike]) -> None:
+    """Workers read the inputs themselves: refuse to start when one cannot see them."""
+    from dask.distributed import default_client
+
+    wanted = [os.fspath(p) for p in paths]
+    try:
+        answers = default_client().run(_unreadable, wanted)
+    except Exception as e:  # noqa: BLE001 - an unreachable worker is the cluster's own error
+        raise ParallelError(f"could not ask the Dask workers about their files: {e}") from None
+    for worker, missing in sorted(answers.items()):
+        if missing:
+            raise ParallelError(
+                f"Dask worker {worker} cannot read {missing[0]}: workers read the inputs "
+                "themselves, so every worker needs them at the same path (a shared filesystem; "
+                "see docs/cluster.md)"
+            )
+
+
 def run_tasks(
     func: Callable[..., Any],
     tasks: Sequence[tuple],
@@ -165,6 +189,7 @@ def run_tasks(
     retries: int = 0,
     progress: Callable[[int], Any] | None = None,
     label: Callable[[tuple], str] | None = None,
+    need_paths: Sequence[str | os.PathLike] = (),
 ) -> Iterator[Any]:
     """Yield func(*task) for every task, in task order, computed by `backend`.
 
@@ -175,6 +200,8 @@ def run_tasks(
     retries: a task that raises, or whose worker dies, is submitted again up to `retries`
         times; then TaskFailed names the task (and `label(task)` if given) and the error.
     progress: called with 1 after each task's result is yielded (tqdm's ``bar.update`` fits).
+    need_paths: files every worker must be able to read (on "dask", each worker is asked before
+        any task runs; a worker that cannot see one is a ParallelError naming both).
 
     A failed task restarts the remaining work from that task (results already yielded are
     kept, tasks in flight behind it are submitted again), so memory stays bounded and the
@@ -217,6 +244,8 @@ def run_tasks(
 
     with ExitStack() as stack:
         n_jobs = _enter_backend(stack, backend, workers, scheduler, ray_address)
+        if backend == "dask" and need_paths:
+            _check_dask_workers_see(need_paths)
         while head < len(tasks):
             if backend == "ray":  # joblib's Ray backend has no generator mode: ordered windows
                 results = _windows(call, tasks, head, n_jobs, window=4 * max(workers or 8, 1))

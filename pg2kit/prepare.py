@@ -502,7 +502,7 @@ def plan_prepare(cfg: PrepareConfig) -> Plan:
 
 
 def run_tasks(func, tasks, *, workers, backend="loky", scheduler=None, ray_address=None,
-              retries=0):  # fmt: skip
+              retries=0, need_paths=()):  # fmt: skip
     """Results of func(*task) in task order, on the chosen backend (pg2kit.parallel)."""
     from pg2kit.parallel import ParallelError
     from pg2kit.parallel import run_tasks as parallel_run_tasks
@@ -510,7 +510,7 @@ def run_tasks(func, tasks, *, workers, backend="loky", scheduler=None, ray_addre
     try:
         yield from parallel_run_tasks(func, tasks, workers=workers, backend=backend,
                                       scheduler=scheduler, ray_address=ray_address,
-                                      retries=retries)  # fmt: skip
+                                      retries=retries, need_paths=need_paths)  # fmt: skip
     except ParallelError as e:
         raise PrepareError(str(e)) from None
 
@@ -538,9 +538,11 @@ def run_plan(plan: Plan, log=print, progress: bool = True) -> None:
     bar = tqdm(total=total, unit="img", desc="prepare", disable=not progress or total == 0,
                dynamic_ncols=True)  # fmt: skip
     workers = cfg.workers if len(chunks) > 1 else 1
+    first = next((rec.path for *_, part in chunks for rec, _ in part if rec.path), None)
     results = run_tasks(process_chunk, [(part, plan.job) for *_, part in chunks],
                         workers=workers, backend=cfg.backend, scheduler=cfg.scheduler,
-                        ray_address=cfg.ray_address, retries=cfg.retries)  # fmt: skip
+                        ray_address=cfg.ray_address, retries=cfg.retries,
+                        need_paths=[first] if first else [])  # fmt: skip
     for (key, c, nchunks, part), res in zip(chunks, results, strict=True):
         bar.update(len(part))
         for path, reason in res.failures:

@@ -121,6 +121,19 @@ def test_dask_local_cluster_matches_loky(tmp_path, dask_cluster):
     assert got == list(run_tasks(_fail_once, tasks, workers=2, backend="loky"))
 
 
+def test_dask_workers_that_cannot_see_the_inputs_are_refused(tmp_path, dask_cluster):
+    seen = tmp_path / "seen.jpg"
+    seen.write_bytes(b"x")
+    address = dask_cluster.scheduler_address
+    got = list(run_tasks(_square, [(2,)], workers=2, backend="dask", scheduler=address,
+                         need_paths=[seen]))  # fmt: skip
+    assert got == [4]
+    unseen = tmp_path / "elsewhere" / "photo.jpg"  # as a path only the client has would be
+    with pytest.raises(ParallelError, match=r"Dask worker tcp://.* cannot read .*photo\.jpg"):
+        list(run_tasks(_square, [(2,)], workers=2, backend="dask", scheduler=address,
+                       need_paths=[unseen]))  # fmt: skip
+
+
 @pytest.mark.slow
 def test_prepare_on_local_ray_is_byte_identical_to_loky(tmp_path):
     """Ray (an optional extra, so a slow test): a local Ray instance of 2 CPUs gives the same
