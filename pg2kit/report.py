@@ -137,6 +137,14 @@ def _caption(image: np.ndarray, text: str) -> np.ndarray:
     return out
 
 
+def has_tracks(root: Path, manifest: dict[str, Any]) -> bool:
+    """Whether any sample of the folder belongs to a video track (`track` >= 0)."""
+    return any(
+        info["count"] and (shards.read_split_fields(root, split, ["track"])["track"] >= 0).any()
+        for split, info in manifest["splits"].items()
+    )
+
+
 def track_sheet(root: Path, out_path: Path, max_tracks: int = 40, per_track: int = 10) -> Path:
     """PNG with one row per track (video identity): its crops over time, skeletons drawn, the
     frame index under each, so that one can see at a glance whether a track is one person.

@@ -86,7 +86,11 @@ def test_video_tracks_pairs_train(tmp_path):
         assert np.abs(truth[np.arange(len(cx)), nearest] - cx).max() < 40
     assert (f["camera"] == 0).all() and (f["detector_score"] > 0.3).all()
     assert all(n.startswith("walk_t000") and n.endswith(".png") for n in f["name"])
-    assert (data / "inspect" / "tracks.png").exists()
+    sheet = data / "inspect" / "tracks.png"
+    assert sheet.exists()
+    sheet.unlink()
+    r = invoke("inspect", data, "-n", 2)  # inspect re-draws it for video data
+    assert r.exit_code == 0 and "track sheet:" in r.output and sheet.exists(), r.output
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["video_summary"]["tracks_kept"] == 2
 

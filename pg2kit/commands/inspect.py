@@ -29,14 +29,16 @@ def inspect(prepared, samples, seed, no_pictures):
     """Show what PREPARED holds: a table of the manifest and a contact sheet PNG.
 
     The contact sheet (PREPARED/inspect/contact_sheet.png) shows sampled records as image,
-    skeleton overlay in OpenPose colours, pose map and body mask. After `pg2kit pairs` it also
-    writes the pair report (pairs per identity, pose differences, sample pairs).
+    skeleton overlay in OpenPose colours, pose map and body mask. For video data it also
+    writes the track sheet (PREPARED/inspect/tracks.png: one row per track, its crops over
+    time). After `pg2kit pairs` it also writes the pair report (pairs per identity, pose
+    differences, sample pairs).
 
     \b
     Example:
       pg2kit inspect prepared/market -n 24
     """
-    from pg2kit.report import contact_sheet, manifest_table
+    from pg2kit.report import contact_sheet, has_tracks, manifest_table, track_sheet
     from pg2kit.shards import PAIRS, load_manifest
 
     manifest = load_manifest(prepared)  # a damaged folder: one line (friendly_errors)
@@ -47,6 +49,8 @@ def inspect(prepared, samples, seed, no_pictures):
         prepared, prepared / "inspect" / "contact_sheet.png", n=samples, seed=seed
     )
     click.echo(f"contact sheet: {sheet}")
+    if has_tracks(prepared, manifest):
+        click.echo(f"track sheet: {track_sheet(prepared, prepared / 'inspect' / 'tracks.png')}")
     if (prepared / PAIRS).exists():
         from pg2kit.pair_report import pair_report
 
