@@ -156,3 +156,44 @@ def test_one_photo_into_a_new_pose(prepared, tmp_path):
     assert r.exit_code == 1 and "x.json" in r.output and "Traceback" not in r.output
     r = invoke("generate", ckpt, "--source", tmp_path / "me.png", "-o", out)
     assert r.exit_code == 2 and "--pose" in r.output
+
+
+def test_one_photo_with_estimated_keypoints(prepared, tmp_path):
+    """Source and target are plain photos (no keypoint files): both go through prepare folder's
+    person finding and the bundled estimator; a photo with nobody in it is one clear line."""
+    pytest.importorskip("mediapipe")
+    from pg2kit import shards, viz
+    from pg2kit.generate import frame_photo
+
+    fields = shards.read_split_fields(prepared, "train", ["image", "keypoints"])
+
+    def photo(i, x, y):
+        p = np.full((480, 360, 3), 200, np.uint8)
+        p[y : y + 256, x : x + 128] = np.repeat(np.repeat(fields["image"][i], 2, 0), 2, 1)
+        return p
+
+    me, pose = photo(0, 100, 90), photo(5, 60, 150)
+    crop, kp = frame_photo(me, (128, 64))
+    assert crop.shape == (128, 64, 3) and (kp[:, 0] >= 0).sum() >= 12
+    # the crop is the figure: the pasted person fills the frame's middle, background is cut
+    person = np.abs(crop.astype(int) - 200).sum(-1) > 30
+    assert person[16:112, 16:48].mean() > 0.5
+    # its keypoints are the figure's: the same layout as the stored ones, up to scale/shift
+    ref = fields["keypoints"][0]
+    both = (kp[:, 0] >= 0) & (ref[:, 0] >= 0)
+    a, b = kp[both] - kp[both].mean(0), ref[both] - ref[both].mean(0)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.95
+    viz.save_png(tmp_path / "me.png", me)
+    viz.save_png(tmp_path / "pose.png", pose)
+    viz.save_png(tmp_path / "empty.png", np.full((480, 360, 3), 200, np.uint8))
+    ckpt = make_checkpoint(tmp_path / "c.pt")
+    out = tmp_path / "out.png"
+    r = invoke("generate", ckpt, "--source", tmp_path / "me.png", "--pose", tmp_path / "pose.png",
+               "-o", out, "--strip")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert load_rgb(out).shape == (128, 64, 3)
+    assert load_rgb(tmp_path / "out_vis.png").shape == (128, 4 * 64, 3)
+    r = invoke("generate", ckpt, "--source", tmp_path / "me.png", "--pose",
+               tmp_path / "empty.png", "-o", out)  # fmt: skip
+    assert r.exit_code == 1 and "empty.png: no person found" in r.output, r.output
+    assert "Traceback" not in r.output
