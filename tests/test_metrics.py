@@ -111,6 +111,18 @@ def test_batched_ssim_matches_skimage(variant):
         assert fast[i] == pytest.approx(ref, abs=1e-6), (variant, i)
 
 
+def test_threads_give_the_same_numbers(monkeypatch):
+    """Chunks on several threads fill disjoint slices: bit-identical to one thread."""
+    from pg2kit import metrics
+
+    monkeypatch.setattr(metrics, "_CHUNK", 3)  # several chunks from a few images
+    gen, real = _test_images()
+    one = metrics.ssim_batch_multi(gen, real, threads=1)
+    many = metrics.ssim_batch_multi(gen, real, threads=4)
+    for v in one:
+        np.testing.assert_array_equal(one[v], many[v])
+
+
 @pytest.mark.parametrize("variant", ["pg2", "patn"])
 def test_mask_ssim_matches_skimage_on_masked_images(variant):
     from pg2kit.maps import body_masks
