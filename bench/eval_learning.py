@@ -34,13 +34,15 @@ def main() -> None:
     ap.add_argument("--g1-steps", type=int, default=None, help="default: half of --steps")
     ap.add_argument("--channels", type=int, default=16)
     ap.add_argument("--limit", type=int, default=200, help="test pairs scored")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="synthetic data seed (other figures, other held-out identities)")  # fmt: skip
     a = ap.parse_args()
-    w = a.work
+    w = a.work if a.seed == 0 else a.work.with_name(f"{a.work.name}-seed{a.seed}")
     data, runs, gen, base = w / "data", w / f"run-{a.steps}", w / f"gen-{a.steps}", w / "copy"
     pg = [sys.executable, "-m", "pg2kit.cli"]
     if not (data / "pairs.h5").exists():
         run(*pg, "prepare", "synthetic", "-o", str(data), "--ids", str(a.ids), "--poses",
-            str(a.poses), "--quiet")  # fmt: skip
+            str(a.poses), "--seed", str(a.seed), "--quiet")  # fmt: skip
         run(*pg, "pairs", str(data), "--protocol", "pg2")
     t = time.perf_counter()
     g1 = a.g1_steps if a.g1_steps is not None else a.steps // 2
