@@ -96,7 +96,7 @@ class FinderConfig:
     # A tile's candidate counts only if its body box is inside the tile (give or take this share
     # of its height) and no taller than max_tile_fraction of the tile side.
     tile_slack: float = 0.1
-    max_tile_fraction: float = 0.8
+    max_tile_fraction: float = 0.95
     # Body box from the detector's hip point and size r: top at hip - top*r, bottom at
     # hip + bottom*r, half-width half_width*r.
     top: float = 1.0
@@ -107,8 +107,14 @@ class FinderConfig:
     # keypoints are estimated): rejects textures, objects and parts of people.
     min_presence: float = 0.5
     min_person_px: int = 96  # minimum person height (px) to be accepted
-    max_overlap: float = 0.3  # largest share of a person's box covered by another person's
-    edge_tolerance: float = 0.05  # share of box height allowed outside the frame
+    max_overlap: float = 0.4  # largest share of a person's box covered by another person's
+    edge_tolerance: float = 0.05  # share of the keypoint box's height allowed outside the frame
+    # share of the detector box's height allowed outside the frame before the keypoints are
+    # estimated (the detector's box overshoots; the keypoint box is checked with edge_tolerance)
+    pre_edge_tolerance: float = 0.25
+    # Keep persons cut by the frame edge (half-body photos, e.g. DeepFashion's): no edge gate,
+    # and the person's box is clipped to the frame so the crop shows what the photo holds.
+    allow_cut: bool = False
     min_torso_keypoints: int = 3  # of shoulders and hips
     min_inside: float = 0.8  # share of keypoints inside the (widened) detector box
     max_hip_offset: float = 0.5  # hip distance, estimate vs detector, in body radii
@@ -344,10 +350,29 @@ class PersonFinder:
         if x1 - x0 < 8 or y1 - y0 < 8:
             p.reason = "cut by the frame edge"
             return p
-        tol = cfg.edge_tolerance * bh
-        if det[0] < -tol or det[1] < -tol or det[2] > w - 1 + tol or det[3] > h - 1 + tol:
+        # The detector's box is extrapolated from the hip and body size and often overshoots a
+        # person standing near the frame edge: before estimating only reject a box leaving the
+        # frame by more than `pre_edge_tolerance` of its height; the keypoint box decides after.
+        tol = cfg.pre_edge_tolerance * bh
+        outside = det[0] < -tol or det[1] < -tol or det[2] > w - 1 + tol or det[3] > h - 1 + tol
+        if outside and not cfg.allow_cut:
             p.reason = "cut by the frame edge"
             return p
+        tol = cfg.edge_tolerance * bh
+        past = det[0] < -tol or det[1] < -tol or det[2] > w - 1 + tol or det[3] > h - 1 + tol
+        p = self._estimate_in_frame(image, p, det, (x0, y0, x1, y1), others)
+        if past and p.reason is not None and not cfg.allow_cut:
+            # the detector's box leaves the frame and nothing confirmed a whole person inside
+            # it: report the cause the user can act on (a cut person usually fails the
+            # presence or keypoint gates too)
+            if not p.reason.startswith(("person too small", "occluded")):
+                p.reason = "cut by the frame edge"
+        return p
+
+    def _estimate_in_frame(self, image, p, det, crop_box, others) -> Person:
+        cfg = self.config
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = crop_box
         pres = self.presence(image, p)
         p.quality["presence"] = pres
         if cfg.min_presence > 0:
@@ -364,6 +389,10 @@ class PersonFinder:
         kp[ok] += (x0, y0)
         p.keypoints, p.scores = kp.astype(np.float32), sc.astype(np.float32)
         p.reason = self._gate(p, ok, (h, w), others)
+        if p.reason is not None and p.reason.startswith(("keypoints disagree", "no keypoints")):
+            # keypoints that disagree with the detector say nothing about where the person is:
+            # the box (what the video tracker follows) stays the detector's
+            p.box = det.copy()
         return p
 
     def _gate(
@@ -426,7 +455,11 @@ class PersonFinder:
             return f"person too small: {height:.0f} px < {cfg.min_person_px}"
         tol = cfg.edge_tolerance * height
         if kbox[0] < -tol or kbox[1] < -tol or kbox[2] > w - 1 + tol or kbox[3] > h - 1 + tol:
-            return "cut by the frame edge"
+            if not cfg.allow_cut:
+                return "cut by the frame edge"
+            q["cut"] = True
+            kbox = np.clip(kbox, 0, [w, h, w, h]).astype(np.float32)
+            p.box = kbox
         worst = 0.0
         for o in others:
             if o is p:
@@ -460,7 +493,10 @@ class PersonFinder:
         credible = [p for p in done if p.reason is None or p.reason.startswith("person too small")]
         for p in done:
             if p.reason is None:
-                worst = max((_covered(p.box, o.box) for o in credible if o is not p), default=0.0)
+                worst = max(
+                    (_covered(p.box, o.box) for o in credible if o is not p and not _part(o, p)),
+                    default=0.0,
+                )
                 if worst > self.config.max_overlap:
                     p.reason = f"occluded: {worst:.0%} overlap with another person"
         return done
@@ -548,6 +584,12 @@ def _mark_duplicates(persons: list[Person], iou: float) -> None:
                 break
         else:
             kept.append(i)
+
+
+def _part(o: Person, p: Person) -> bool:
+    """A candidate too small to estimate lying mostly (70%) inside accepted person p: a part of
+    p found at a smaller tile scale (its box is the detector's extrapolation), not an occluder."""
+    return (o.reason or "").startswith("person too small") and _covered(o.box, p.box) > 0.7
 
 
 def _box_str(box: np.ndarray) -> str:

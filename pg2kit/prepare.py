@@ -76,6 +76,7 @@ class PrepareConfig:
     pad: str | None = None  # crop padding past the photo edge; None = pg2kit.persons' default
     min_person_px: int | None = None  # None = pg2kit.persons' default
     detect: bool = True  # find persons with pg2kit.persons (else: crop around the keypoints)
+    allow_cut: bool = False  # keep persons cut by the frame edge (half-body photos)
     # input limits (checked from the file header before decoding)
     max_pixels: int = 50_000_000
     min_image_px: int = 32
@@ -94,7 +95,10 @@ class PrepareConfig:
         d["size"] = list(self.size) if self.size else None
         if self.keypoints not in ("mediapipe", "synthetic"):
             d["keypoints"] = str(Path(self.keypoints).resolve())
-        return {k: d[k] for k in SHARD_PARAMS}
+        out = {k: d[k] for k in SHARD_PARAMS}
+        if self.allow_cut:  # only when set, so outputs prepared before the option still match
+            out["allow_cut"] = True
+        return out
 
 
 # ---------------------------------------------------------------- person finders
@@ -376,6 +380,8 @@ def _person_options(cfg: PrepareConfig) -> dict[str, Any]:
     opts: dict[str, Any] = {}
     if cfg.min_person_px is not None:
         opts["min_person_px"] = cfg.min_person_px
+    if cfg.allow_cut:
+        opts["allow_cut"] = True
     if cfg.estimator_options:
         opts["estimator_options"] = dict(cfg.estimator_options)
     return opts

@@ -109,6 +109,47 @@ def test_person_cut_by_the_frame_edge(finder):
     assert any("cut by the frame edge" in (p.reason or "") for p in persons)
 
 
+def test_allow_cut_keeps_a_cut_person_with_its_box_clipped_to_the_frame(finder):
+    # the figure's lowest 80 px lie below the frame
+    img, truth = _scene([(1, 2, 200, 180, 260)], seed=2)
+    assert [p.reason for p in finder(img)] == ["cut by the frame edge"]
+    h, w = img.shape[:2]
+    kept = [p for p in PersonFinder(allow_cut=True)(img) if p.reason is None]
+    assert len(kept) == 1
+    p = kept[0]
+    assert p.quality.get("cut") is True
+    assert 0 <= p.box[0] < p.box[2] <= w and 0 <= p.box[1] < p.box[3] <= h
+    assert p.box[3] == h  # clipped at the bottom edge, where the figure leaves the frame
+    ok = p.keypoints[:, 0] >= 0
+    assert _inside(p.keypoints[ok], truth[0]).mean() >= 0.9
+
+
+def test_prepare_folder_allow_cut_option(tmp_path):
+    """`prepare folder` rejects a half-out-of-frame person as cut; `--allow-cut` keeps it, with
+    its source_box inside the photo."""
+    import cv2
+    from click.testing import CliRunner
+
+    from pg2kit import shards
+    from pg2kit.cli import cli
+
+    img, _ = _scene([(1, 2, 200, 180, 260)], seed=2)
+    (tmp_path / "src" / "anna").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "src" / "anna" / "half.png"), img[:, :, ::-1])
+    src = str(tmp_path / "src")
+    base = ["prepare", "folder", src, "--workers", "1", "--quiet", "--size", "128x64"]
+    r = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "strict")])
+    assert r.exit_code != 0, r.output
+    assert "cut by the frame edge" in (tmp_path / "strict" / "failures.csv").read_text()
+    r = CliRunner().invoke(cli, [*base, "-o", str(tmp_path / "cut"), "--allow-cut"])
+    assert r.exit_code == 0, r.output
+    d = shards.read_split_fields(tmp_path / "cut", "train", ["source_box", "identity"])
+    assert list(d["identity"]) == ["anna"]
+    x0, y0, x1, y1 = d["source_box"][0]
+    assert 0 <= x0 < x1 <= img.shape[1] and 0 <= y0 < y1 <= img.shape[0]
+    assert shards.load_manifest(tmp_path / "cut")["params"]["allow_cut"] is True
+
+
 def test_overlapping_people_are_rejected_as_occluded(finder):
     # two figures side by side, 40% of each one's box covered by the other
     img, _ = _scene([(1, 2, 150, 80, 240), (3, 2, 210, 90, 240)], seed=2)

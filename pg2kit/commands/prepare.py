@@ -153,6 +153,12 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
     help="folder/table/video: how a crop is filled past the photo edge (default: constant).",
 )
 @click.option(
+    "--allow-cut",
+    is_flag=True,
+    help="folder/table/video: keep persons cut by the frame edge (half-body photos such as "
+    "DeepFashion's) instead of rejecting them; their crop is clipped to the photo.",
+)
+@click.option(
     "--no-detect",
     is_flag=True,
     help="folder/table: no person detection; crop around the keypoints of the whole photo "
@@ -234,9 +240,9 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
 @friendly_errors
 def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, map_sigma,
             mask_radius, store_maps, min_visibility, workers, shard_size, compression,
-            test_identities, synthetic_ids, synthetic_poses, seed, min_person_px, pad, no_detect,
-            every, min_track, min_pose_change, max_pixels, min_image_px, backend, scheduler,
-            ray_address, retries, overwrite, quiet):  # fmt: skip
+            test_identities, synthetic_ids, synthetic_poses, seed, min_person_px, pad, allow_cut,
+            no_detect, every, min_track, min_pose_change, max_pixels, min_image_px, backend,
+            scheduler, ray_address, retries, overwrite, quiet):  # fmt: skip
     """Read DATASET from SRC and write training-ready HDF5 shards to OUT.
 
     DATASET is market1501 (the Market-1501 root), deepfashion (the In-shop root, or a folder of
@@ -282,7 +288,8 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
         overwrite=overwrite, compression=compression, estimator_options=options,
         test_identities=test_identities, synthetic_ids=synthetic_ids,
         synthetic_poses=synthetic_poses, seed=seed, min_person_px=min_person_px, pad=pad,
-        detect=not no_detect, every=every, min_track=min_track, min_pose_change=min_pose_change,
+        allow_cut=allow_cut, detect=not no_detect, every=every, min_track=min_track,
+        min_pose_change=min_pose_change,
         max_pixels=max_pixels, min_image_px=min_image_px, backend=backend, scheduler=scheduler,
         ray_address=ray_address, retries=retries,
     )  # fmt: skip
