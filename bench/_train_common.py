@@ -17,13 +17,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pg2kit.models import Arch, build_models, default_repeat  # noqa: E402
 from pg2kit.train import Steps, make_config, make_optimizers  # noqa: E402
 
-MARKET = dict(preset="market1501", hw=(128, 64), g1=22_000, g2=38_000, batch=16)
-FASHION = dict(preset="deepfashion", hw=(256, 256), g1=22_000, g2=58_000, batch=1)
+# small_hw / small_batch: the smallest frame of the dataset's aspect that the full depth accepts
+# (G1 halves R - 1 times, D has 4 or 5 stride-2 convs) and a batch > 1 where the full one is:
+# the same graph, so the same ops, on tiny tensors (G1's bottleneck is 2x1 / 1x1 there)
+MARKET = dict(preset="market1501", hw=(128, 64), small_hw=(32, 16), g1=22_000, g2=38_000,
+              batch=16, small_batch=2)  # fmt: skip
+FASHION = dict(preset="deepfashion", hw=(256, 256), small_hw=(32, 32), g1=22_000, g2=58_000,
+               batch=1, small_batch=1)  # fmt: skip
 
 
-def arch_of(h: int, w: int, channels: int = 128, disc_channels: int = 64) -> Arch:
-    return Arch(height=h, width=w, channels=channels, repeat=default_repeat(h),
-                g2_full_res_skip=h >= 256, disc_layers=5 if h >= 256 else 4,
+def arch_of(h: int, w: int, channels: int = 128, disc_channels: int = 64,
+            depth_of: int | None = None) -> Arch:  # fmt: skip
+    """The preset's architecture at h x w; `depth_of`: take the depth (G1 levels, G2's
+    full-resolution skip, D's layers) of a frame of that height instead of h."""
+    d = depth_of or h
+    return Arch(height=h, width=w, channels=channels, repeat=default_repeat(d),
+                g2_full_res_skip=d >= 256, disc_layers=5 if d >= 256 else 4,
                 disc_channels=disc_channels)  # fmt: skip
 
 
@@ -135,6 +144,20 @@ def time_calls(fn: Callable[[], object], device, seconds: float, min_calls: int 
         _sync(device)
         per.append((time.perf_counter() - t) / n)
     return statistics.median(per)
+
+
+def step_times(
+    fn: Callable[[], object], steps: int = 15, rounds: int = 3
+) -> list[tuple[float, float]]:
+    """(process CPU seconds, wall seconds) of each of `rounds` x `steps` single calls (CPU; no
+    synchronisation). The CPU time of the process does not count the time other processes hold
+    the cores, which the wall time does on a shared machine."""
+    out = []
+    for _ in range(rounds * steps):
+        c, t = time.process_time(), time.perf_counter()
+        fn()
+        out.append((time.process_time() - c, time.perf_counter() - t))
+    return out
 
 
 def step_flops(arch: Arch, preset: str, stage: str, batch: int) -> float:

@@ -2,10 +2,12 @@
 # One prepared device check of the trainer (issue 9): samples/s of G1 and G2+D at 128x64 batch
 # 16/64 and 256x256 batch 1/8, fp32 eager vs the optimised path, MFU, projected schedules.
 # Needs only torch (+ numpy) from the device's Python; nothing is installed. Under 8 minutes:
-# measurements stop at --budget seconds (later rows are printed as skipped).
+# measurements run in priority order (what the projections need first) and each starts only if
+# the --budget seconds still hold its expected cost (the rest are printed as skipped).
 #
 #   bash bench/gpu_check.sh                       # on the GPU machine
-#   GPU_CHECK_SMOKE=1 bash bench/gpu_check.sh     # tiny CPU smoke run: proves the script works
+#   GPU_CHECK_SMOKE=1 bash bench/gpu_check.sh     # tiny CPU smoke run (~1-2 min): proves the
+#                                                 # script works; compiled path on aot_eager
 #   bash bench/gpu_check.sh --compile max-autotune --budget 300
 #
 # Results also go to $OUT/gpu_check.json when $OUT is set.

@@ -2,15 +2,20 @@
 
 For Market G1 (batch 16), Market G2+D (batch 16) and DeepFashion G1 / G2+D (batch 1) it prints
 the ops one step issues (profiler: top-level dispatcher ops + inductor's fused kernels; and a
-TorchDispatchMode count for eager) and the CPU time per step with the networks shrunk to
---channels base channels, so that the time is the issuing overhead (Python, dispatcher,
-kernel-launch glue) rather than arithmetic: the cost the GPU waits on when the CPU cannot keep up.
-Op counts do not depend on channels or batch (the graph is the same), only on the depth.
-Then: how long a checkpoint write blocks the loop (synchronous torch.save against the
-background writer, full-size Market G1 state) and how long the loop waits for each batch with
-and without the prefetch thread (a 20 ms stand-in for an asynchronous GPU step).
+TorchDispatchMode count for eager) and the CPU time of one step, eager (Adam defaults, fused
+Adam; NCHW and channels_last) and compiled in the same run. Op counts depend on the depth of
+the networks, not on their width, the frame or the batch; so by default the networks run at
+n = 2 channels on a small frame and batch with the full depth (32x16 batch 2 for Market, 32x32
+batch 1 for DeepFashion), where the arithmetic is small, so that the CPU time per step comes
+closest to the issuing cost (Python, autograd, dispatcher, kernel-call glue: what a GPU waits
+on when the CPU cannot keep up); on a CPU the kernels themselves still run inside it. Each run checks that the eager op count at the small size equals the
+one at the full frame and batch (same width). Then: how long a checkpoint write blocks the loop
+(synchronous torch.save against the background writer, full-size Market G1 state) and how long
+the loop waits for each batch with and without the prefetch thread (a 20 ms stand-in for an
+asynchronous GPU step).
 
-Usage: python bench/train_speed.py [--seconds 3] [--channels 4] [--skip-compile] [--only market]
+Usage: python bench/train_speed.py [--only market|deepfashion] [--stage g1|g2] [--no-extras]
+       [--channels 2] [--frame small|full] [--threads 1] [--steps 15] [--skip-compile]
 """
 
 from __future__ import annotations
@@ -41,63 +46,102 @@ from _train_common import (  # noqa: E402
     issued_ops,
     make_steps,
     step_fn,
-    time_calls,
+    step_times,
 )
 
+# the trainer's settings: fused Adam everywhere, channels_last on CUDA only (so "compiled,
+# NCHW" is `--compile default` on a CPU and "compiled, channels_last" the same on a GPU)
 VARIANTS = {
     "eager, Adam defaults": dict(compile="none", fused_adam=False),
     "eager, fused Adam": dict(compile="none", fused_adam=True),
+    "eager, fused Adam, channels_last": dict(compile="none", fused_adam=True, channels_last=True),
     "compiled step, fused Adam": dict(compile="default", fused_adam=True),
+    "compiled step, fused Adam, channels_last": dict(
+        compile="default", fused_adam=True, channels_last=True
+    ),
 }
+COMPILED = ("compiled step, fused Adam", "compiled step, fused Adam, channels_last")
 
 
 def issue_table(args) -> None:
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch.set_num_threads(args.threads)
+    inductor_config.cpp.enable_kernel_profile = True  # name each C++ kernel in the profile
+    # the two compiled paths of a row differ only in strides: compile each for its own (static)
+    # shapes and strides, as the trainer does, rather than one graph generalised over both
+    torch._dynamo.config.automatic_dynamic_shapes = False
     cases = []
     if args.only in (None, "market"):
         cases += [("Market G1", MARKET, "g1"), ("Market G2+D", MARKET, "g2")]
     if args.only in (None, "deepfashion"):
         cases += [("DeepFashion G1", FASHION, "g1"), ("DeepFashion G2+D", FASHION, "g2")]
-    print(f"\n## ops and CPU time per step (n = {args.channels}, fp32, {torch.get_num_threads()} "
-          f"threads)")  # fmt: skip
-    print("| step | batch | path | dispatcher ops | fused kernels | total | dispatch-mode count "
-          "| ms per step |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n## ops and CPU time to issue one step (n = {args.channels}, {args.frame} frame and "
+          f"batch, fp32, {torch.get_num_threads()} thread(s); ms: process CPU time and wall time, medians of 3 x {args.steps} single "
+          f"steps after 3 warm-up steps, the paths timed in turn; load average {os.getloadavg()[0]:.1f} at the start)")  # fmt: skip
+    print("| step | batch | frame | path | dispatcher ops | fused kernels | total | dispatch-mode "
+          "count | CPU ms per step | wall ms per step | CPU us per op |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, ds, stage in cases:
         if args.stage and stage != args.stage:
             continue
-        h, w = ds["hw"]
-        arch = arch_of(h, w, channels=args.channels, disc_channels=args.channels)
-        batch = fake_batch(ds["batch"], h, w, "cpu")
-        results = {}
+        full_h, full_w = ds["hw"]
+        h, w = ds["small_hw"] if args.frame == "small" else ds["hw"]
+        b = ds["small_batch"] if args.frame == "small" else ds["batch"]
+        arch = arch_of(h, w, channels=args.channels, disc_channels=args.channels, depth_of=full_h)
+        batch = fake_batch(b, h, w, "cpu")
+        if (h, w) != (full_h, full_w):  # the claim "same graph, same ops", checked on each run
+            full = arch_of(full_h, full_w, channels=args.channels, disc_channels=args.channels)
+            counts = []
+            for a, data in ((full, fake_batch(ds["batch"], full_h, full_w, "cpu")), (arch, batch)):
+                fn = step_fn(make_steps(a, ds["preset"], "cpu"), stage, data)
+                fn(), fn()  # Adam state exists
+                counts.append(dispatch_mode_count(fn))
+            same = "same" if counts[0] == counts[1] else "DIFFERENT"
+            print(f"|  |  |  | check: eager fused-Adam aten ops at {full_h}x{full_w} batch "
+                  f"{ds['batch']} {counts[0]}, at {h}x{w} batch {b} {counts[1]}: {same} |")  # fmt: skip
+        torch._dynamo.reset()  # a fresh start for each row: no guards or cache entries left
+        fns, ops, dm, warm = {}, {}, {}, {}
         for name, kw in VARIANTS.items():
             if args.skip_compile and kw["compile"] != "none":
                 continue
             steps = make_steps(arch, ds["preset"], "cpu", **kw)
-            fn = step_fn(steps, stage, batch)
+            fn = step_fn(steps, stage, fake_batch(b, h, w, "cpu", kw.get("channels_last", False)))
             t0 = time.perf_counter()
             for _ in range(3):  # warm-up; compiles on the first call
                 fn()
-            warm = time.perf_counter() - t0
-            ops = issued_ops(fn)
-            dm = dispatch_mode_count(fn) if kw["compile"] == "none" else None
-            sec = time_calls(fn, "cpu", args.seconds)
-            results[name] = (ops, sec)
-            print(f"| {label} | {ds['batch']} | {name} | {ops['dispatcher']} | {ops['fused']} | "
-                  f"{ops['total']} | {dm if dm is not None else '-'} | {sec * 1e3:.1f} |"
-                  + (f" (warm-up incl. compile {warm:.0f} s)" if kw["compile"] != "none" else ""))  # fmt: skip
+            warm[name] = time.perf_counter() - t0
+            ops[name] = issued_ops(fn)
+            dm[name] = dispatch_mode_count(fn) if kw["compile"] == "none" else "-"
+            fns[name] = fn
+        # timed round-robin, so that a change in the machine's load hits every path alike
+        times = {name: [] for name in fns}
+        for _ in range(3):
+            for name, fn in fns.items():
+                times[name] += step_times(fn, args.steps, rounds=1)
+        results = {}
+        for name in fns:
+            o = ops[name]
+            sec = statistics.median(c for c, _ in times[name])
+            wall = statistics.median(t for _, t in times[name])
+            results[name] = (o, sec)
+            print(f"| {label} | {b} | {h}x{w} | {name} | {o['dispatcher']} | {o['fused']} | "
+                  f"{o['total']} | {dm[name]} | {sec * 1e3:.2f} | {wall * 1e3:.2f} | "
+                  f"{sec * 1e6 / o['total']:.1f} |"
+                  + (f" (warm-up incl. compile {warm[name]:.0f} s)" if name in COMPILED else ""),
+                  flush=True)  # fmt: skip
             if args.verbose:
-                print("   top ops:", dict(ops["top"].most_common(8)))
-        base = results.get("eager, fused Adam")
-        comp = results.get("compiled step, fused Adam")
-        plain = results.get("eager, Adam defaults")
-        if base and comp:
-            print(f"|  |  | ratio eager/compiled (both fused Adam) | | | "
-                  f"x{base[0]['total'] / comp[0]['total']:.1f} fewer ops | | "
-                  f"x{base[1] / comp[1]:.2f} |")  # fmt: skip
-        if plain and comp:
-            print(f"|  |  | ratio eager Adam-defaults/compiled | | | "
-                  f"x{plain[0]['total'] / comp[0]['total']:.1f} fewer ops | | "
-                  f"x{plain[1] / comp[1]:.2f} |")  # fmt: skip
+                print("   top ops:", dict(o["top"].most_common(12)))
+        for comp_name in COMPILED:
+            comp = results.get(comp_name)
+            for base_name in VARIANTS:
+                base = results.get(base_name)
+                if base_name in COMPILED or not base or not comp:
+                    continue
+                print(f"|  |  |  | {base_name} / {comp_name} | | | "
+                      f"x{base[0]['total'] / comp[0]['total']:.2f} fewer ops | | "
+                      f"CPU time ratio x{base[1] / comp[1]:.2f} | | |")  # fmt: skip
 
 
 def checkpoint_stall(args) -> None:
@@ -162,8 +206,12 @@ def prefetch_wait(args) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per measurement")
-    ap.add_argument("--channels", type=int, default=4, help="base channels n for the op table")
+    ap.add_argument("--channels", type=int, default=2, help="base channels n for the op table")
+    ap.add_argument("--frame", choices=["small", "full"], default="small",
+                    help="op table frame and batch: small (32x16 batch 2 / 32x32 batch 1 with the full "
+                    "depth: the same ops as the full size) or full (128x64 batch 16 / 256x256 batch 1)")  # fmt: skip
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the op table")
+    ap.add_argument("--steps", type=int, default=15, help="timed single steps per round (3 rounds)")
     ap.add_argument("--skip-compile", action="store_true", help="eager rows only")
     ap.add_argument("--only", choices=["market", "deepfashion"], default=None,
                     help="only these rows of the op table")  # fmt: skip

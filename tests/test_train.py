@@ -333,27 +333,48 @@ def test_verify_finds_a_damaged_shard(tmp_path):
     shutil.rmtree(src)
 
 
-def _tiny_steps(folder, compile_mode):
+def _tiny_steps(folder, compile_mode, channels_last=False):
     from pg2kit.data import PairBatches, inspect_split
 
     info = inspect_split(folder)
-    c, _ = T.resolve_config(cfg(folder, "unused", compile=compile_mode), info, torch.device("cpu"))
+    c, _ = T.resolve_config(cfg(folder, "unused", compile=compile_mode, channels_last=channels_last),
+                            info, torch.device("cpu"))  # fmt: skip
     arch = T.arch_for(c, info)
     torch.manual_seed(0)
     from pg2kit.models import build_models
 
-    nets = dict(zip(("g1", "g2", "disc"), build_models(arch), strict=True))
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    nets = dict(zip(("g1", "g2", "disc"), (m.to(memory_format=fmt) for m in build_models(arch)),
+                    strict=True))  # fmt: skip
     steps = T.Steps(nets, T.make_optimizers(nets, c), c, arch, torch.device("cpu"))
     ds = PairBatches(folder).load()
-    batch = T.to_device(ds[np.array([[0, 0], [5, 1], [9, 0], [13, 1]])], torch.device("cpu"))
+    batch = T.to_device(ds[np.array([[0, 0], [5, 1], [9, 0], [13, 1]])], torch.device("cpu"),
+                        channels_last)  # fmt: skip
     return steps, batch
 
 
-def _compare_compiled_and_eager(folder, stage):
+def _gradient_layout_copies(fn) -> int:
+    """Gradients that autograd copies into the parameter's layout in one call of `fn`
+    (aten::new_empty_strided under AccumulateGrad: the backward returned another layout)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    n = 0
+    for e in prof.events():
+        if e.name == "aten::new_empty_strided":
+            p = e.cpu_parent
+            while p is not None and "AccumulateGrad" not in p.name:
+                p = p.cpu_parent
+            n += p is not None
+    return n
+
+
+def _compare_compiled_and_eager(folder, stage, channels_last=False):
     """One step (or two) eager and compiled from the same weights; same losses and weights."""
     results = []
     for mode in ("none", "default"):
-        steps, batch = _tiny_steps(folder, mode)
+        steps, batch = _tiny_steps(folder, mode, channels_last)
         fn = steps.g1 if stage == "g1" else steps.g2
         losses = [fn(batch) for _ in range(2)]
         results.append((losses, {k: m.state_dict() for k, m in steps.nets.items()}))
@@ -397,3 +418,15 @@ def test_compiled_g1_step_matches_eager(folder):
 @pytest.mark.slow
 def test_compiled_g2_step_matches_eager(folder):
     _compare_compiled_and_eager(folder, "g2")
+
+
+@pytest.mark.slow
+def test_compiled_channels_last_g1_step_matches_eager_and_copies_no_gradient(folder):
+    """channels_last (the trainer's default on CUDA): the compiled step agrees with eager, and
+    every gradient of its backward already has its parameter's layout (in NCHW, inductor's
+    backward returns the conv weight gradients in another layout and autograd copies them:
+    2 extra ops per conv weight and step)."""
+    _compare_compiled_and_eager(folder, "g1", channels_last=True)
+    steps, batch = _tiny_steps(folder, "default", channels_last=True)
+    steps.g1(batch)
+    assert _gradient_layout_copies(lambda: steps.g1(batch)) == 0
