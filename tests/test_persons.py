@@ -150,6 +150,44 @@ def test_prepare_folder_allow_cut_option(tmp_path):
     assert shards.load_manifest(tmp_path / "cut")["params"]["allow_cut"] is True
 
 
+def test_a_too_small_part_inside_a_person_does_not_occlude_it(monkeypatch):
+    """A too-small box lying inside an accepted person (a part found at a smaller tile scale)
+    is not an occluder; the same box beside the person, overlapping it as much, is."""
+    f = PersonFinder()
+
+    def person(box, reason=None):
+        return Person(box=np.array(box, np.float32), score=0.9, reason=reason,
+                      keypoints=None if reason else np.zeros((18, 2), np.float32))  # fmt: skip
+
+    monkeypatch.setattr(f, "estimate", lambda image, p, others=(): p)
+    img = np.zeros((400, 400, 3), np.uint8)
+    small = "person too small: 67 px < 96"
+    # 75% of the small box lies inside the person and covers 40.3% of it (IoU 0.36: not a
+    # duplicate); without the part rule the person would be rejected as occluded (> 40%)
+    a, part = person((100, 100, 200, 200)), person((85, 95, 165, 162), small)
+    assert f.estimate_all(img, [a, part])[0].reason is None
+    # a box covering half of the person but lying mostly outside it is another person
+    a, other = person((100, 100, 200, 200)), person((40, 90, 150, 200), small)
+    reason = f.estimate_all(img, [a, other])[0].reason
+    assert reason is not None and reason.startswith("occluded"), reason
+
+
+def test_a_person_whose_keypoints_disagree_keeps_the_detector_box(finder, monkeypatch):
+    img, _ = _scene([(1, 2, 60, 40, 240)], seed=1)
+    det = finder.detect(img)
+    assert det
+    seen = {}
+
+    def gate(p, ok, hw, others):
+        seen["kbox"] = p.box = np.array([1, 2, 3, 4], np.float32)  # as _gate sets the keypoint box
+        return "keypoints disagree with the detector box: (test)"
+
+    monkeypatch.setattr(finder, "_gate", gate)
+    p = finder.estimate(img, det[0])
+    assert seen, "the gates should have run"
+    np.testing.assert_array_equal(p.box, det[0].detector_box)
+
+
 def test_overlapping_people_are_rejected_as_occluded(finder):
     # two figures side by side, 40% of each one's box covered by the other
     img, _ = _scene([(1, 2, 150, 80, 240), (3, 2, 210, 90, 240)], seed=2)
