@@ -107,6 +107,9 @@ class FinderConfig:
     # keypoints are estimated): rejects textures, objects and parts of people.
     min_presence: float = 0.5
     min_person_px: int = 96  # minimum person height (px) to be accepted
+    # the detector's box (an extrapolation) may be this fraction of min_person_px and still go on
+    # to the estimator; the keypoint box is then held to min_person_px
+    pre_size_fraction: float = 1.0
     max_overlap: float = 0.4  # largest share of a person's box covered by another person's
     edge_tolerance: float = 0.05  # share of the keypoint box's height allowed outside the frame
     # share of the detector box's height allowed outside the frame before the keypoints are
@@ -341,7 +344,7 @@ class PersonFinder:
         p = replace(person, quality=dict(person.quality))
         det = p.detector_box if p.detector_box is not None else p.box
         bh = float(det[3] - det[1])
-        if bh < cfg.min_person_px:
+        if bh < cfg.pre_size_fraction * cfg.min_person_px:
             p.reason = f"person too small: {bh:.0f} px < {cfg.min_person_px}"
             return p
         m = cfg.estimate_margin * bh
