@@ -140,7 +140,9 @@ def _caption(image: np.ndarray, text: str) -> np.ndarray:
 def has_tracks(root: Path, manifest: dict[str, Any]) -> bool:
     """Whether any sample of the folder belongs to a video track (`track` >= 0)."""
     return any(
-        info["count"] and (shards.read_split_fields(root, split, ["track"])["track"] >= 0).any()
+        info["count"]
+        and shards.split_has_field(root, split, "track")
+        and (shards.read_split_fields(root, split, ["track"])["track"] >= 0).any()
         for split, info in manifest["splits"].items()
     )
 

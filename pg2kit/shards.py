@@ -598,6 +598,18 @@ def read_split_fields(root: Path, split: str, fields: Sequence[str]) -> dict[str
     return {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in parts.items()}
 
 
+def split_has_field(root: Path, split: str, key: str) -> bool:
+    """Whether every shard of `split` holds dataset `key` (optional fields such as `track`)."""
+    manifest = load_manifest(root)
+    paths = split_shards(root, split, manifest)
+    entries = manifest["splits"][split]["shards"]
+    for path, entry in zip(paths, entries, strict=True):
+        with _open_shard(path, entry["count"]) as f:
+            if key not in f:
+                return False
+    return bool(paths)
+
+
 def shard_attrs(root: Path, split: str | None = None) -> dict[str, Any]:
     """File attributes of the first shard (of `split`, or of the first split)."""
     manifest = load_manifest(root)
