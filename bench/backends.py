@@ -1,6 +1,11 @@
 """`prepare synthetic` throughput on a 2-process Dask LocalCluster against loky on the same cores.
 
     python bench/backends.py [--ids 100] [--poses 20] [--workers 2] [--repeats 5] [--ray]
+    python bench/backends.py --photos ../shared/data/realdev/Market1501 --repeats 3
+
+With --photos DIR, the work is `prepare folder` on real photos (the DIR's images grouped into
+identity folders by the part of the name before the first '_', as symlinks): person finding
+and the bundled MediaPipe estimator per photo, the per-image cost of real data.
 
 Both engines get the same work (`run_prepare` of the synthetic dataset: rendering, masks, HDF5
 shards, manifest) and the same number of single-threaded worker processes. Each is warmed once
@@ -57,18 +62,34 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--ray", action="store_true", help="also time a local Ray instance")
+    ap.add_argument("--photos", type=Path, default=None,
+                    help="prepare folder on these real photos instead of synthetic figures")  # fmt: skip
     args = ap.parse_args()
     from dask.distributed import LocalCluster
 
     from pg2kit.prepare import PrepareConfig, run_prepare
 
     n = args.ids * args.poses
+    work = "synthetic"
+    src = None
+    if args.photos is not None:
+        src = Path(tempfile.mkdtemp(prefix="pg2kit-photos-"))
+        files = sorted(p for p in args.photos.iterdir() if p.suffix.lower() in (".png", ".jpg"))
+        for p in files:
+            ident = src / p.name.split("_")[0]
+            ident.mkdir(exist_ok=True)
+            (ident / p.name).symlink_to(p.resolve())
+        n, work = len(files), f"folder ({args.photos})"
 
     def run(tmp: Path, tag: str, **backend) -> tuple[float, str]:
         out = tmp / tag
-        cfg = PrepareConfig(dataset="synthetic", out=out, synthetic_ids=args.ids,
-                            synthetic_poses=args.poses, workers=args.workers, overwrite=True,
-                            **backend)  # fmt: skip
+        if src is None:
+            cfg = PrepareConfig(dataset="synthetic", out=out, synthetic_ids=args.ids,
+                                synthetic_poses=args.poses, workers=args.workers,
+                                overwrite=True, **backend)  # fmt: skip
+        else:
+            cfg = PrepareConfig(dataset="folder", src=src, out=out, workers=args.workers,
+                                overwrite=True, **backend)  # fmt: skip
         t = time.perf_counter()
         run_prepare(cfg, progress=False, log=lambda s: None)
         return time.perf_counter() - t, _digest(out)
@@ -95,7 +116,7 @@ def main() -> None:
         cluster.close()
         parent_ms = _parent_write_ms(tmp / "loky-0")
 
-    print(f"prepare synthetic: {n} images 128x64, {args.workers} worker processes, "
+    print(f"prepare {work}: {n} images, {args.workers} worker processes, "
           f"{args.repeats} alternating repeats (medians)")  # fmt: skip
     print(f"dask LocalCluster start-up: {start:.2f} s (not in the figures below)")
     base = statistics.median(times["loky"])
