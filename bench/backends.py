@@ -81,6 +81,8 @@ def main() -> None:
             (ident / p.name).symlink_to(p.resolve())
         n, work = len(files), f"folder ({args.photos})"
 
+    cpu: dict[str, list[float]] = {"loky": [], "dask": [], "ray": []}
+
     def run(tmp: Path, tag: str, **backend) -> tuple[float, str]:
         out = tmp / tag
         if src is None:
@@ -90,8 +92,9 @@ def main() -> None:
         else:
             cfg = PrepareConfig(dataset="folder", src=src, out=out, workers=args.workers,
                                 overwrite=True, **backend)  # fmt: skip
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         run_prepare(cfg, progress=False, log=lambda s: None)
+        cpu[backend["backend"]].append(time.process_time() - c)  # the parent process only
         return time.perf_counter() - t, _digest(out)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,7 +126,8 @@ def main() -> None:
     for name in engines:
         med = statistics.median(times[name])
         print(f"  {name:5s} {med:6.2f} s  {n / med:7.1f} img/s  {base / med:5.2f}x loky  "
-              f"(runs: {', '.join(f'{t:.2f}' for t in times[name])})")  # fmt: skip
+              f"(runs: {', '.join(f'{t:.2f}' for t in times[name])}; parent process CPU "
+              f"{statistics.median(cpu[name]):.2f} s)")  # fmt: skip
     same = len(set().union(*digests.values())) == 1
     print(f"parent's share per image (write_shard of one finished shard, median of 3): "
           f"{parent_ms:.3f} ms")  # fmt: skip
