@@ -59,7 +59,11 @@ OUT/generate.json. Files already there are skipped, so an interrupted run resume
     help="Float -> uint8: round to nearest, or truncate as PG2's test script did.",
 )
 @click.option(
-    "--batch-size", type=click.IntRange(min=1), default=32, metavar="N", help="Pairs per batch."
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help="Pairs per batch (default: 32 on a GPU, 4 on the CPU, where large batches were slower).",
 )
 @click.option(
     "--limit", type=click.IntRange(min=1), default=None, metavar="N", help="Only the first N pairs."
@@ -110,6 +114,8 @@ def generate(
     if data is None:
         raise click.UsageError("give DATA (a prepared folder) or --source PHOTO --pose TARGET")
     gen = load_generator(run, device)
+    if batch_size is None:
+        batch_size = 4 if gen.device.type == "cpu" else 32
     summary = generate_pairs(
         gen, data, out, split, pairs_csv, strips, coarse, quantise, batch_size, limit, not quiet
     )
