@@ -678,9 +678,18 @@ def crop_geometry(
     if not (x1 > x0 and y1 > y0):
         raise ValueError(f"box must have x1 > x0 and y1 > y0, got {tuple(box)}")
     m = margin * (y1 - y0)
-    x0, y0, x1, y1 = x0 - m, y0 - m, x1 + m, y1 + m
+    return aspect_rect(x0 - m, y0 - m, x1 + m, y1 + m, (out_h, out_w))
+
+
+def aspect_rect(
+    x0: float, y0: float, x1: float, y1: float, size: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """Integer rectangle (x0, y0, width, height) around the box with the aspect of `size` (H, W):
+    the short side grown, centred. Its aspect differs from the output's by under half a pixel;
+    keypoints use the exact per-axis scales of the final resize."""
+    out_h, out_w = int(size[0]), int(size[1])
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    bw, bh = x1 - x0, y1 - y0
+    bw, bh = max(x1 - x0, 1.0), max(y1 - y0, 1.0)
     if bw / bh < out_w / out_h:
         bw = bh * out_w / out_h
     else:
@@ -780,6 +789,7 @@ __all__ = [
     "Person",
     "PersonFinder",
     "choose_identity_person",
+    "aspect_rect",
     "crop_geometry",
     "crop_person",
     "detector_anchors",

@@ -4,7 +4,6 @@ whose keypoints the estimator found, into a fixed (H, W) frame.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pg2kit.datasets.base import (
     resize_exact,
 )
 from pg2kit.imageio import load_rgb
+from pg2kit.persons import aspect_rect
 
 PAD_MODES = ("constant", "edge", "reflect")
 HEAD = (0, 14, 15, 16, 17)  # nose, eyes, ears
@@ -253,20 +253,7 @@ class Folder:
         if not ok.any():
             raise NoPersonError("no person found")
         out_h, out_w = self.size
-        bx0, by0, bx1, by1 = person_box(kp, ok, (ph, pw))
-        # Grow the short side so the box has the output aspect, keeping its centre.
-        cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
-        bw, bh = max(bx1 - bx0, 1.0), max(by1 - by0, 1.0)
-        if bw / bh < out_w / out_h:
-            bw = bh * out_w / out_h
-        else:
-            bh = bw * out_h / out_w
-        # Integer crop; its aspect differs from the output's by under half a pixel, and the
-        # keypoints use the exact per-axis scales of the final resize.
-        ch = max(1, math.ceil(bh))
-        cw = max(1, round(ch * out_w / out_h))
-        ix0 = round(cx - cw / 2)
-        iy0 = round(cy - ch / 2)
+        ix0, iy0, cw, ch = aspect_rect(*person_box(kp, ok, (ph, pw)), self.size)
         crop = self._crop_padded(image, ix0, iy0, cw, ch)
         out = resize_exact(crop, out_h, out_w)
         sx, sy = out_w / cw, out_h / ch
