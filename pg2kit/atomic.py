@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import os
 import shutil
 from collections.abc import Iterator
@@ -93,18 +92,33 @@ def temp_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+_CLEANED: set[str] = set()  # folders whose dead temporaries this process already removed
+
+
 def remove_dead_temps(path: str | os.PathLike) -> None:
-    """Remove temporary files of `path` left by processes that no longer run (a SIGKILL cannot
-    clean up after itself); those of live processes are left alone."""
-    path = Path(path)
-    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2 : -4]
+    """Remove the temporary files (`.NAME.<pid>.tmp`) in `path`'s folder that were left by
+    processes that no longer run (a SIGKILL cannot clean up after itself); those of live
+    processes are left alone. One scan per folder and process, so writing many files into one
+    folder stays linear."""
+    folder = os.path.abspath(Path(path).parent)
+    if folder in _CLEANED:
+        return
+    _CLEANED.add(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        name = entry.name
+        if not (name.startswith(".") and name.endswith(".tmp")):
+            continue
+        pid = name[:-4].rpartition(".")[2]
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            tmp.unlink(missing_ok=True)
+            Path(entry.path).unlink(missing_ok=True)
         except (PermissionError, OverflowError, OSError):
             pass  # alive under another user, or not a pid: keep it
 
