@@ -356,13 +356,14 @@ class PersonFinder:
         # The detector's box is extrapolated from the hip and body size and often overshoots a
         # person standing near the frame edge: before estimating only reject a box leaving the
         # frame by more than `pre_edge_tolerance` of its height; the keypoint box decides after.
-        tol = cfg.pre_edge_tolerance * bh
-        outside = det[0] < -tol or det[1] < -tol or det[2] > w - 1 + tol or det[3] > h - 1 + tol
-        if outside and not cfg.allow_cut:
+        def leaves_frame(tolerance: float) -> bool:
+            tol = tolerance * bh
+            return det[0] < -tol or det[1] < -tol or det[2] > w - 1 + tol or det[3] > h - 1 + tol
+
+        if leaves_frame(cfg.pre_edge_tolerance) and not cfg.allow_cut:
             p.reason = "cut by the frame edge"
             return p
-        tol = cfg.edge_tolerance * bh
-        past = det[0] < -tol or det[1] < -tol or det[2] > w - 1 + tol or det[3] > h - 1 + tol
+        past = leaves_frame(cfg.edge_tolerance)
         p = self._estimate_in_frame(image, p, det, (x0, y0, x1, y1), others)
         if past and p.reason is not None and not cfg.allow_cut:
             # the detector's box leaves the frame and nothing confirmed a whole person inside
