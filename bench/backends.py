@@ -65,8 +65,7 @@ def main() -> None:
     ap.add_argument("--photos", type=Path, default=None,
                     help="prepare folder on these real photos instead of synthetic figures")  # fmt: skip
     args = ap.parse_args()
-    from dask.distributed import LocalCluster
-
+    from pg2kit.parallel import local_cluster
     from pg2kit.prepare import PrepareConfig, run_prepare
 
     n = args.ids * args.poses
@@ -100,10 +99,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t = time.perf_counter()
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)  # fmt: skip
+        cluster, client = local_cluster(args.workers)  # what `--backend dask` starts
         start = time.perf_counter() - t
-        dask_kw = {"backend": "dask", "scheduler": cluster.scheduler_address}
+        dask_kw = {"backend": "dask", "scheduler": client}
         engines = {"loky": {"backend": "loky"}, "dask": dask_kw}
         if args.ray:
             engines["ray"] = {"backend": "ray"}
@@ -116,6 +114,7 @@ def main() -> None:
                 sec, dig = run(tmp, f"{name}-{r}", **kw)
                 times[name].append(sec)
                 digests[name].add(dig)
+        client.close()
         cluster.close()
         parent_ms = _parent_write_ms(tmp / "loky-0")
 

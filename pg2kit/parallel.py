@@ -91,6 +91,37 @@ def check_backend(backend: str) -> None:
         raise _missing_extra(backend, e) from None
 
 
+# Settings of the LocalCluster pg2kit starts itself. Each worker otherwise samples its own stack
+# every 10 ms (the dashboard's profiler) and polls its memory every 100 ms and the host every
+# 500 ms: on a machine whose cores are all busy with workers, that is time the work loses
+# (bench/backends.py, BENCHMARKS.md). No dashboard is served, so the profiles were never seen.
+LOCAL_CLUSTER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.worker.memory.monitor-interval": "2s",
+    "distributed.admin.system-monitor.interval": "5s",
+}
+
+
+def local_cluster(workers: int) -> tuple[Any, Any]:
+    """A dask LocalCluster of `workers` single-threaded worker processes, and a client for it.
+
+    The client fetches results straight from the workers (`direct_to_workers`), which on one
+    machine saves a hop through the scheduler. Both are context managers; close the client
+    first. Used by ``--backend dask`` without ``--scheduler``, and by bench/backends.py.
+    """
+    import dask
+    from dask.distributed import Client, LocalCluster
+
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):  # worker processes take a copy at start
+        cluster = LocalCluster(
+            n_workers=max(1, workers),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+        )
+    return cluster, Client(cluster, direct_to_workers=True)
+
+
 def _enter_backend(
     stack: ExitStack,
     backend: str,
@@ -105,19 +136,12 @@ def _enter_backend(
         stack.enter_context(parallel_config(backend="loky"))
         return max(1, workers or 1)
     if backend == "dask":
-        from dask.distributed import Client, LocalCluster
+        from dask.distributed import Client
 
         if scheduler is None:
-            # no cluster given: one single-threaded worker process per requested worker
-            cluster = stack.enter_context(
-                LocalCluster(
-                    n_workers=max(1, workers or 1),
-                    threads_per_worker=1,
-                    processes=True,
-                    dashboard_address=None,
-                )
-            )
-            client = stack.enter_context(Client(cluster))
+            cluster, client = local_cluster(workers or 1)
+            stack.enter_context(cluster)
+            stack.enter_context(client)
         elif isinstance(scheduler, Client):
             client = scheduler
         else:

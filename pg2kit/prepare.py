@@ -24,7 +24,7 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,12 +86,12 @@ class PrepareConfig:
     min_pose_change: float = 0.0
     # where the work runs (pg2kit.parallel)
     backend: str = "loky"
-    scheduler: str | None = None
+    scheduler: Any = None  # a Dask scheduler address, or (Python API) a dask.distributed.Client
     ray_address: str | None = None
     retries: int = 0
 
     def shard_params(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = {k: getattr(self, k) for k in SHARD_PARAMS}  # not asdict: `scheduler` may be a Client
         d["size"] = list(self.size) if self.size else None
         if self.keypoints not in ("mediapipe", "synthetic"):
             d["keypoints"] = str(Path(self.keypoints).resolve())

@@ -134,6 +134,28 @@ def test_dask_workers_that_cannot_see_the_inputs_are_refused(tmp_path, dask_clus
                        need_paths=[unseen]))  # fmt: skip
 
 
+def test_local_cluster_workers_run_without_monitors_and_results_come_direct():
+    """The LocalCluster `--backend dask` starts: every worker process has the settings that keep
+    its background sampling off the cores (BENCHMARKS.md), and the client fetches results from
+    the workers directly; results through it are the plain ones."""
+    pytest.importorskip("dask.distributed")
+    import dask
+
+    from pg2kit.parallel import LOCAL_CLUSTER_CONFIG, local_cluster
+
+    cluster, client = local_cluster(2)
+    with cluster, client:
+        keys = list(LOCAL_CLUSTER_CONFIG)
+        seen = client.run(lambda: {k: dask.config.get(k) for k in keys})
+        assert len(seen) == 2
+        assert all(v == LOCAL_CLUSTER_CONFIG for v in seen.values()), seen
+        assert dask.config.get("distributed.worker.profile.enabled") is True  # caller untouched
+        assert client.direct_to_workers is True
+        got = list(run_tasks(_square, [(i,) for i in range(6)], workers=2, backend="dask",
+                             scheduler=client))  # fmt: skip
+        assert got == [i * i for i in range(6)]
+
+
 @pytest.mark.slow
 def test_prepare_on_local_ray_is_byte_identical_to_loky(tmp_path):
     """Ray (an optional extra, so a slow test): a local Ray instance of 2 CPUs gives the same
