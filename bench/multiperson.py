@@ -791,6 +791,8 @@ def main() -> None:
         help="cli: where scenes, videos and prepared outputs are written",
     )
     ap.add_argument("--workers", type=int, default=2, help="cli: prepare --workers")
+    ap.add_argument("--detect-every", type=int, default=None, metavar="K",
+                    help="cli: prepare video --detect-every K (default: the CLI's)")  # fmt: skip
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="FinderConfig override, e.g. --set min_score=0.4 (library only)")  # fmt: skip
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
@@ -829,8 +831,12 @@ def main() -> None:
         result["video"] = []
         for s in args.video_seeds.split(","):
             if args.via != "library":
+                extra = (
+                    [] if args.detect_every is None else ["--detect-every", str(args.detect_every)]
+                )
                 result["video"].append(run_video_cli(people, int(s), args.video_frames,
-                                                     args.workdir, args.workers, args.min_track))  # fmt: skip
+                                                     args.workdir, args.workers, args.min_track,
+                                                     extra))  # fmt: skip
             if args.via != "cli":
                 result["video"].append(run_video(finder, people, int(s), args.video_frames,
                                                  args.tracker, args.min_track))  # fmt: skip

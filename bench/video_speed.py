@@ -87,7 +87,10 @@ def main() -> None:
     ap.add_argument("--people", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--detect-every", default="1", metavar="K[,K...]",
+                    help="prepare video --detect-every values to time (one row each)")  # fmt: skip
     args = ap.parse_args()
+    ks = [int(k) for k in args.detect_every.split(",")]
     from joblib import Parallel, delayed
 
     from pg2kit.prepare import PrepareConfig, run_prepare
@@ -119,8 +122,10 @@ def main() -> None:
         cfg = PrepareConfig(dataset="video", src=warm, out=tmp / "w", workers=args.workers,
                             min_track=1, overwrite=True)  # fmt: skip
         run_prepare(cfg, log=lambda s: None, progress=False)  # detector in this process
-        est_rates, prep_rates, frame_rates, finder_rates = [], [], [], []
-        summary = {}
+        est_rates, finder_rates = [], []
+        prep_rates: dict[int, list[float]] = {k: [] for k in ks}
+        frame_rates: dict[int, list[float]] = {k: [] for k in ks}
+        summary: dict[int, dict] = {}
         for _ in range(args.repeats):
             t = time.perf_counter()
             runner(delayed(_estimate_chunk)(c) for c in chunks)
@@ -128,33 +133,33 @@ def main() -> None:
             t = time.perf_counter()
             runner(delayed(_finder_chunk)(frames[i : i + 2]) for i in range(0, len(frames), 2))
             finder_rates.append(len(frames) / (time.perf_counter() - t))
-            cfg = PrepareConfig(dataset="video", src=clip, out=tmp / "out", workers=args.workers,
-                                min_track=1, overwrite=True)  # fmt: skip
-            t = time.perf_counter()
-            manifest = run_prepare(cfg, log=lambda s: None, progress=False)
-            dt = time.perf_counter() - t
-            summary = manifest["video_summary"]
-            prep_rates.append(summary["persons_estimated"] / dt)
-            frame_rates.append(summary["frames_read"] / dt)
+            for k in ks:
+                cfg = PrepareConfig(dataset="video", src=clip, out=tmp / "out",
+                                    workers=args.workers, min_track=1, overwrite=True,
+                                    detect_every=k)  # fmt: skip
+                t = time.perf_counter()
+                manifest = run_prepare(cfg, log=lambda s: None, progress=False)
+                dt = time.perf_counter() - t
+                summary[k] = manifest["video_summary"]
+                prep_rates[k].append(summary[k]["persons_estimated"] / dt)
+                frame_rates[k].append(summary[k]["frames_read"] / dt)
     est = statistics.median(est_rates)
-    prep = statistics.median(prep_rates)
+    fnd = statistics.median(finder_rates)
     print(f"clip: {args.frames} frames {W}x{H}, {args.people} people per frame, "
           f"{args.workers} workers")  # fmt: skip
-    print(
-        f"estimator only : {est:7.1f} persons/s  (runs: {', '.join(f'{r:.1f}' for r in est_rates)})"
-    )  # noqa: E501
-    print(f"prepare video  : {prep:7.1f} persons/s, {statistics.median(frame_rates):.2f} frames/s"
-          f"  (runs: {', '.join(f'{r:.1f}' for r in prep_rates)})")  # fmt: skip
-    fr = statistics.median(frame_rates)
-    fnd = statistics.median(finder_rates)
+    print(f"estimator only : {est:7.1f} persons/s = {est / args.people:.2f} frames/s of "
+          f"{args.people} people  (runs: {', '.join(f'{r:.1f}' for r in est_rates)})")  # fmt: skip
     print(f"finder only    : {fnd:7.2f} frames/s (PersonFinder() per decoded frame, same workers)")
-    print(
-        f"ratio          : {prep / est:.2f} of the estimator-only rate (persons/s); "
-        f"{fr / fnd:.2f} of the finder-only rate (frames/s)"
-    )
-    print(f"last run: persons found {summary['persons_found']}, estimated "
-          f"{summary['persons_estimated']}, tracks kept {summary['tracks_kept']}, samples "
-          f"{summary['samples']}, rejections {summary['rejections']}")  # fmt: skip
+    for k in ks:
+        prep, fr = statistics.median(prep_rates[k]), statistics.median(frame_rates[k])
+        sm = summary[k]
+        print(f"prepare video --detect-every {k}: {prep:7.1f} persons/s, {fr:.2f} frames/s "
+              f"(runs: {', '.join(f'{r:.1f}' for r in prep_rates[k])}) -> {prep / est:.2f} of "
+              f"the estimator-only rate (persons/s), {fr / (est / args.people):.2f} (frames/s), "
+              f"{fr / fnd:.2f} of the finder-only rate (frames/s)")  # fmt: skip
+        print(f"    last run: persons found {sm['persons_found']}, estimated "
+              f"{sm['persons_estimated']}, tracks kept {sm['tracks_kept']}, samples "
+              f"{sm['samples']}, rejections {sm['rejections']}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -82,6 +82,7 @@ class PrepareConfig:
     min_image_px: int = 32
     # video
     every: int = 1
+    detect_every: int = 1  # video: detect on every K-th sampled frame, interpolate between
     min_track: int = 3
     min_pose_change: float = 0.0
     # where the work runs (pg2kit.parallel)
@@ -98,6 +99,8 @@ class PrepareConfig:
         out = {k: d[k] for k in SHARD_PARAMS}
         if self.allow_cut:  # only when set, so outputs prepared before the option still match
             out["allow_cut"] = True
+        if self.dataset == "video" and self.detect_every != 1:  # likewise
+            out["detect_every"] = self.detect_every
         return out
 
 

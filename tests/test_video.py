@@ -164,3 +164,67 @@ def test_pose_change_thinning_and_track_split():
     assert 0.2 < splits.count("test") / 200 < 0.4
     assert splits == [track_split(0, 0, t, 0.3) for t in range(200)]
     assert track_split(0, 0, 5, 0.0) == "train"
+
+
+def test_track_frames_detects_every_kth_frame_and_interpolates_between():
+    """--detect-every K: key frames (every K-th and the last) are detected and tracked; in the
+    frames between, each track seen at both ends is estimated at its interpolated place."""
+    from pg2kit.datasets.video import FrameResult, FrameTask, track_frames
+    from pg2kit.persons import Person
+    from pg2kit.tracking import Tracker
+
+    def person(x: float) -> Person:
+        box = np.array([x, 0, x + 10, 40], np.float32)
+        return Person(box=box, score=0.9, hip=np.array([x + 5, 25], np.float32),
+                      crown=np.array([x + 5, 0], np.float32), size=25.0,
+                      detector_box=box.copy())  # fmt: skip
+
+    def result(frame, persons):
+        boxes = np.array([p.box for p in persons], np.float32).reshape(-1, 4)
+        return FrameResult(frame, boxes, np.full(len(persons), 0.9, np.float32),
+                           [object()] * len(persons), [None] * len(persons), persons)  # fmt: skip
+
+    detected, estimated = [], {}
+
+    def run(kind, items):
+        if kind == "detect":
+            detected.extend(t.frame for t in items)
+            return [result(t.frame, [person(3.0 * t.frame)]) for t in items]
+        for t, persons in items:
+            estimated[t.frame] = [p.detector_box.copy() for p in persons]
+        return [result(t.frame, persons) for t, persons in items]
+
+    tasks = [FrameTask(f, np.zeros((4, 4, 3), np.uint8)) for f in range(11)]
+    batches = [tasks[i : i + 4] for i in range(0, 11, 4)]
+    out = list(track_frames(iter(batches), 3, run, Tracker(horizon=3)))
+    assert detected == [0, 3, 6, 9, 10]  # every 3rd sampled frame, and the last one
+    assert sorted(estimated) == [1, 2, 4, 5, 7, 8]
+    for f, boxes in estimated.items():
+        assert len(boxes) == 1 and np.allclose(boxes[0], [3.0 * f, 0, 3.0 * f + 10, 40])
+    assert sorted(r.frame for r, _ in out) == list(range(11))
+    assert {i for _, ids in out for i in ids} == {0}  # one track throughout
+    # with K = 1 every frame is detected, in frame order
+    detected.clear(), estimated.clear()
+    out = list(track_frames(iter(batches), 1, run, Tracker()))
+    assert detected == list(range(11)) and not estimated
+    assert [r.frame for r, _ in out] == list(range(11))
+
+
+def test_video_detect_every_keeps_tracks_and_samples_between_detections(tmp_path):
+    path = write_video(tmp_path / "walk.avi", frames=7)
+    data = tmp_path / "data"
+    r = invoke("prepare", "video", path, "-o", data, "--workers", 1, "--min-track", 3,
+               "--detect-every", 3, "--quiet")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert "tracks kept 2" in r.output, r.output
+    f = shards.read_split_fields(data, "train", ["identity", "frame", "source_box"])
+    for ident in sorted(set(f["identity"].tolist())):
+        sel = f["identity"] == ident
+        frames = f["frame"][sel]
+        assert set(frames.tolist()) - {0, 3, 6}, frames  # samples between the detections
+        cx = f["source_box"][sel][:, [0, 2]].mean(1)
+        truth = np.array([[x0 + v * t + FIG / 4 for _, x0, v in PEOPLE] for t in frames])
+        nearest = np.abs(truth - cx[:, None]).argmin(1)
+        assert len(set(nearest.tolist())) == 1, (ident, cx, truth)
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["params"]["detect_every"] == 3

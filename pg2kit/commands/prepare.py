@@ -173,6 +173,16 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
     help="video: use every N-th frame.",
 )
 @click.option(
+    "--detect-every",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    metavar="K",
+    help="video: look for new people on every K-th sampled frame; in the frames between, each "
+    "person seen at both ends is estimated where it should be (K x faster detection, new "
+    "people found up to K-1 frames late).",
+)
+@click.option(
     "--min-track",
     type=click.IntRange(1, 1_000_000),
     default=3,
@@ -241,7 +251,7 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
 def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, map_sigma,
             mask_radius, store_maps, min_visibility, workers, shard_size, compression,
             test_identities, synthetic_ids, synthetic_poses, seed, min_person_px, pad, allow_cut,
-            no_detect, every, min_track, min_pose_change, max_pixels, min_image_px, backend,
+            no_detect, every, detect_every, min_track, min_pose_change, max_pixels, min_image_px, backend,
             scheduler, ray_address, retries, overwrite, quiet):  # fmt: skip
     """Read DATASET from SRC and write training-ready HDF5 shards to OUT.
 
@@ -288,7 +298,8 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
         overwrite=overwrite, compression=compression, estimator_options=options,
         test_identities=test_identities, synthetic_ids=synthetic_ids,
         synthetic_poses=synthetic_poses, seed=seed, min_person_px=min_person_px, pad=pad,
-        allow_cut=allow_cut, detect=not no_detect, every=every, min_track=min_track,
+        allow_cut=allow_cut, detect=not no_detect, every=every, detect_every=detect_every,
+        min_track=min_track,
         min_pose_change=min_pose_change,
         max_pixels=max_pixels, min_image_px=min_image_px, backend=backend, scheduler=scheduler,
         ray_address=ray_address, retries=retries,

@@ -3,7 +3,8 @@ identities `<video stem>#<track>`, one sample per sampled frame in which the per
 
 Stages: the parent decodes frames (`--every N`) in a background thread; the workers detect every
 person of a frame (PersonFinder.detect), estimate each one's keypoints on its own crop and apply
-the quality gates; back in the parent, in frame order, the persons are tracked
+the quality gates (with `--detect-every K`, detection runs on every K-th of those frames and the
+frames between are estimated at interpolated places: `track_frames`); back in the parent, in frame order, the persons are tracked
 (pg2kit.tracking.Tracker), each track is thinned (`--min-pose-change`), short tracks are dropped
 (`--min-track`), tracks are assigned to a split (`--test-identities`) and the samples go into
 shards in video order. Detection runs in the workers, not in the parent, because it costs as much
@@ -103,6 +104,7 @@ class FrameResult:
     scores: np.ndarray  # float32 (N,)
     samples: list  # Found (accepted) or None (rejected), per person
     reasons: list  # None (accepted) or the rejection reason, per person
+    persons: list = field(default_factory=list)  # pg2kit.persons.Person, per person
 
 
 @dataclass
@@ -161,15 +163,10 @@ def frames(cap: Any, every: int, stats: VideoStats) -> Iterator[tuple[int, np.nd
 # ---------------------------------------------------------------- worker side
 
 
-def find_in_frame(task: FrameTask, finder: Any, size: tuple[int, int], pad: str) -> FrameResult:
-    """Detect every person of one frame, estimate each one's keypoints on its own crop, gate."""
-    from pg2kit.persons import DUPLICATE
+def _frame_result(task: FrameTask, done: list, size: tuple[int, int], pad: str) -> FrameResult:
     from pg2kit.prepare import DetectedPersons
 
     image = task.image
-    persons = finder.detect(image)
-    done = finder.estimate_all(image, persons)  # same order, occlusion gate applied
-    done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
     maker = DetectedPersons(size, pad, {})
     samples, reasons = [], []
     for p in done:
@@ -177,7 +174,17 @@ def find_in_frame(task: FrameTask, finder: Any, size: tuple[int, int], pad: str)
         samples.append(None if p.reason else maker.sample(image, p, frame=task.frame))
     boxes = np.array([p.box for p in done], np.float32).reshape(-1, 4)
     scores = np.array([p.score for p in done], np.float32)
-    return FrameResult(task.frame, boxes, scores, samples, reasons)
+    return FrameResult(task.frame, boxes, scores, samples, reasons, done)
+
+
+def find_in_frame(task: FrameTask, finder: Any, size: tuple[int, int], pad: str) -> FrameResult:
+    """Detect every person of one frame, estimate each one's keypoints on its own crop, gate."""
+    from pg2kit.persons import DUPLICATE
+
+    image = task.image
+    done = finder.estimate_all(image, finder.detect(image))  # same order, occlusion gate applied
+    done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
+    return _frame_result(task, done, size, pad)
 
 
 def find_in_frames(tasks: list[FrameTask], options: dict, size, pad) -> list[FrameResult]:
@@ -186,6 +193,91 @@ def find_in_frames(tasks: list[FrameTask], options: dict, size, pad) -> list[Fra
 
     finder = worker_person_finder(options)
     return [find_in_frame(t, finder, size, pad) for t in tasks]
+
+
+def estimate_in_frames(tasks: list[tuple[FrameTask, list]], options: dict, size, pad) -> list:
+    """Worker task: keypoints and gates of the given persons (no detection) in each frame; the
+    result lists every given person in order (duplicates keep their `duplicate:` reason)."""
+    from pg2kit.keypoint_sources import worker_person_finder
+
+    finder = worker_person_finder(options)
+    return [_frame_result(t, finder.estimate_all(t.image, persons), size, pad)
+            for t, persons in tasks]  # fmt: skip
+
+
+def between(a: Any, b: Any, t: float) -> Any:
+    """A person's detector geometry (box, hip, size point, size) a share `t` of the way from
+    person `a` to person `b`: the ROI in a frame between two detections of one track."""
+    from pg2kit.persons import Person
+
+    def lerp(x, y):
+        return ((1 - t) * np.asarray(x, np.float64) + t * np.asarray(y, np.float64)).astype(
+            np.float32
+        )
+
+    box_a = a.detector_box if a.detector_box is not None else a.box
+    box_b = b.detector_box if b.detector_box is not None else b.box
+    box = lerp(box_a, box_b)
+    return Person(box=box, score=min(a.score, b.score), hip=lerp(a.hip, b.hip),
+                  crown=lerp(a.crown, b.crown), size=float((1 - t) * a.size + t * b.size),
+                  detector_box=box.copy())  # fmt: skip
+
+
+def track_frames(
+    batches: Iterator[list[FrameTask]], detect_every: int, run: Any, tracker: Any
+) -> Iterator[tuple[FrameResult, list[int]]]:
+    """(frame result, track id per person) for every frame of `batches` (in order).
+
+    Every `detect_every`-th frame (and the last) is a key frame: `run("detect", [FrameTask])`
+    finds every person in it and the key frames feed `tracker`. In the frames between two key
+    frames, each track seen in both is looked for where it should be (its detector geometry
+    interpolated between the two) by `run("estimate", [(FrameTask, [Person])])`: keypoints and
+    gates as for a detected person, without the detector's cost. With `detect_every` 1 every
+    frame is detected (results in frame order); otherwise a key frame's result comes before those
+    of the frames leading up to it. `run` returns one FrameResult per item, in order.
+    """
+    k = max(1, int(detect_every))
+    carry: list[FrameTask] = []  # frames after the last key frame, waiting for the next one
+    prev: tuple[FrameResult, list[int]] | None = None
+    count = 0  # sampled frames seen
+
+    def process(seq: list[FrameTask], keys: list[int]):
+        nonlocal prev
+        found = run("detect", [seq[i] for i in keys])
+        done = []
+        for res in found:
+            ids = [int(t) for t in tracker.update(res.frame, res.boxes, res.scores)]
+            done.append((res, ids))
+            yield res, ids
+        items, owners = [], []
+        start = 0
+        for key, (res, ids) in zip(keys, done, strict=True):
+            if prev is not None and key > start:
+                a_res, a_ids = prev
+                at_a = {t: p for t, p in zip(a_ids, a_res.persons, strict=True) if t >= 0}
+                at_b = {t: p for t, p in zip(ids, res.persons, strict=True) if t >= 0}
+                common = sorted(set(at_a) & set(at_b))
+                span = res.frame - a_res.frame
+                for task in seq[start:key] if common else ():
+                    t = (task.frame - a_res.frame) / span
+                    items.append((task, [between(at_a[i], at_b[i], t) for i in common]))
+                    owners.append(common)
+            prev = (res, ids)
+            start = key + 1
+        for res, ids in zip(run("estimate", items) if items else [], owners, strict=True):
+            yield res, ids
+
+    for batch in batches:
+        seq = carry + batch
+        keys = [i for i in range(len(seq)) if (count - len(carry) + i) % k == 0]
+        count += len(batch)
+        if not keys:
+            carry = seq
+            continue
+        yield from process(seq, keys)
+        carry = seq[keys[-1] + 1 :]
+    if carry:  # the last frame closes the video's last stretch
+        yield from process(carry, [len(carry) - 1])
 
 
 # ---------------------------------------------------------------- parent side
@@ -299,7 +391,7 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from pg2kit import __version__, shards
-    from pg2kit.persons import PersonFinder
+    from pg2kit.persons import DUPLICATE, PersonFinder
     from pg2kit.prepare import (
         Job,
         Plan,
@@ -403,33 +495,41 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
         try:
             from pg2kit.tracking import Tracker
 
-            tracker = Tracker()
+            if cfg.detect_every == 1:
+                tracker = Tracker()  # the measured defaults (docs/estimator.md)
+            else:  # it sees only the key frames: extrapolate over one step, live two
+                step = cfg.detect_every * cfg.every  # source frames between two detections
+                tracker = Tracker(horizon=max(5, step), max_gap=max(30, 2 * step))
+
+            def run(kind: str, items: list) -> list:
+                func = find_in_frames if kind == "detect" else estimate_in_frames
+                tasks = [([item], options, size, pad) for item in items]
+                workers = cfg.workers if len(tasks) > 1 else 1
+                return [res for (res,) in run_tasks(
+                    func, tasks, workers=workers, backend=cfg.backend, scheduler=cfg.scheduler,
+                    ray_address=cfg.ray_address, retries=cfg.retries)]  # fmt: skip
+
             gen = (FrameTask(i, im) for i, im in frames(cap, cfg.every, stats))
             last = 0
-            for batch in _prefetch(gen, FRAMES_PER_BATCH):
-                tasks = [([t], options, size, pad) for t in batch]
-                workers = cfg.workers if len(tasks) > 1 else 1
-                results = run_tasks(find_in_frames, tasks, workers=workers, backend=cfg.backend,
-                                    scheduler=cfg.scheduler, ray_address=cfg.ray_address,
-                                    retries=cfg.retries)  # fmt: skip
-                for (res,) in results:
-                    n = len(res.samples)
-                    stats.persons += n
-                    summary.persons_estimated += n
-                    ids = tracker.update(res.frame, res.boxes, res.scores)
-                    for track, found, reason in zip(ids, res.samples, res.reasons, strict=True):
-                        track = int(track)
-                        if track >= 0:
-                            seen_tracks.add(track)
-                        if reason is None and track < 0:
-                            reason = "not tracked: detector score too low to start a track"
-                        if reason is not None:
-                            summary.rejections[_reason_key(reason)] += 1
-                            who = f"track {track}" if track >= 0 else "untracked person"
-                            plan.scan_failures.append((rel, f"frame {res.frame} {who}: {reason}"))
-                            continue
-                        found.track = track
-                        per_track[track].append(found)
+            batches = _prefetch(gen, FRAMES_PER_BATCH * cfg.detect_every)
+            for res, ids in track_frames(batches, cfg.detect_every, run, tracker):
+                n = sum(not (r or "").startswith(DUPLICATE) for r in res.reasons)
+                stats.persons += n
+                summary.persons_estimated += n
+                for track, found, reason in zip(ids, res.samples, res.reasons, strict=True):
+                    if (reason or "").startswith(DUPLICATE):
+                        continue  # two tracks met on one person between detections
+                    if track >= 0:
+                        seen_tracks.add(track)
+                    if reason is None and track < 0:
+                        reason = "not tracked: detector score too low to start a track"
+                    if reason is not None:
+                        summary.rejections[_reason_key(reason)] += 1
+                        who = f"track {track}" if track >= 0 else "untracked person"
+                        plan.scan_failures.append((rel, f"frame {res.frame} {who}: {reason}"))
+                        continue
+                    found.track = track
+                    per_track[track].append(found)
                 bar.update(stats.frames_read - last)
                 last = stats.frames_read
         finally:
@@ -453,7 +553,7 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
             continue
         kept_any = False
         for track in sorted(per_track):
-            samples = per_track[track]
+            samples = sorted(per_track[track], key=lambda f: f.frame)
             thinned = thin_track(samples, cfg.min_pose_change, size[0])
             summary.thinned += len(samples) - len(thinned)
             if len(thinned) < cfg.min_track:
