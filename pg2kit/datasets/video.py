@@ -511,7 +511,9 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
 
             gen = (FrameTask(i, im) for i, im in frames(cap, cfg.every, stats))
             last = 0
-            batches = _prefetch(gen, FRAMES_PER_BATCH * cfg.detect_every)
+            # about FRAMES_PER_BATCH key frames per batch, but at most 8x the frames in memory
+            # (the frames since the last key frame are held anyway: up to K more)
+            batches = _prefetch(gen, FRAMES_PER_BATCH * min(cfg.detect_every, 8))
             for res, ids in track_frames(batches, cfg.detect_every, run, tracker):
                 n = sum(not (r or "").startswith(DUPLICATE) for r in res.reasons)
                 stats.persons += n
