@@ -581,7 +581,8 @@ def score_video(seed, k, samples, min_track, label) -> dict:
     return out
 
 
-def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3) -> dict:
+def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
+              track_boxes="keypoint") -> dict:  # fmt: skip
     """Library mode, the same steps as `prepare video`: detect, estimate and gate every person,
     drop duplicates, track the persons' boxes (pg2kit.tracking.Tracker), keep accepted tracked
     persons, drop short tracks."""
@@ -594,7 +595,8 @@ def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3) -> 
     for f, (img, truth) in enumerate(zip(images, truths, strict=True)):
         done = finder.estimate_all(img, finder.detect(img))
         done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
-        boxes = np.array([p.box for p in done], np.float32).reshape(-1, 4)
+        boxes = np.array([p.detector_box if track_boxes == "detector" else p.box for p in done],
+                         np.float32).reshape(-1, 4)  # fmt: skip
         ids = tracker.update(f, boxes, np.array([p.score for p in done], np.float32))
         for p, tid in zip(done, ids, strict=True):
             if p.reason is None and tid >= 0:
@@ -779,6 +781,8 @@ def main() -> None:
     ap.add_argument("--video-seeds", default="200,201,202")
     ap.add_argument("--min-track", type=int, default=3, help="as prepare video --min-track")
     ap.add_argument("--tracker", choices=("own", "supervision"), default="own")
+    ap.add_argument("--track-boxes", choices=("keypoint", "detector"), default="keypoint",
+                    help="library video: the boxes the tracker follows")  # fmt: skip
     ap.add_argument("--parts", default="scenes,video,nobody,speed")
     ap.add_argument("--via", choices=("library", "cli", "both"), default="library",
                     help="library: PersonFinder called here; cli: scenes/video written to disk "
@@ -839,7 +843,8 @@ def main() -> None:
                                                      extra))  # fmt: skip
             if args.via != "cli":
                 result["video"].append(run_video(finder, people, int(s), args.video_frames,
-                                                 args.tracker, args.min_track))  # fmt: skip
+                                                 args.tracker, args.min_track,
+                                                 args.track_boxes))  # fmt: skip
     if "nobody" in parts:
         result["nobody"] = run_nobody(find, args.data)
         if compare is not None:

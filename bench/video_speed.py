@@ -2,6 +2,7 @@
 
     python bench/video_speed.py [--images ../shared/data/realdev/Market1501] [--frames 40]
                                 [--people 5] [--workers 2] [--repeats 3]
+                                [--detect-every 1,2] [--person-keypoints roi,crop]
 
 A 768x576 clip is composed from real Market-1501 crops (scaled to 192 px tall) walking across a
 textured background at different speeds (some cross), written with cv2.VideoWriter (MJPG).
@@ -89,8 +90,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--detect-every", default="1", metavar="K[,K...]",
                     help="prepare video --detect-every values to time (one row each)")  # fmt: skip
+    ap.add_argument("--person-keypoints", default="roi", metavar="KIND[,KIND...]",
+                    help="prepare video --person-keypoints values to time (roi, crop)")  # fmt: skip
     args = ap.parse_args()
-    ks = [int(k) for k in args.detect_every.split(",")]
+    ks = [(kind, int(k)) for kind in args.person_keypoints.split(",")
+          for k in args.detect_every.split(",")]  # fmt: skip
     from joblib import Parallel, delayed
 
     from pg2kit.prepare import PrepareConfig, run_prepare
@@ -119,13 +123,14 @@ def main() -> None:
         for img in frames[:4]:
             vw.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         vw.release()
-        cfg = PrepareConfig(dataset="video", src=warm, out=tmp / "w", workers=args.workers,
-                            min_track=1, overwrite=True)  # fmt: skip
-        run_prepare(cfg, log=lambda s: None, progress=False)  # detector in this process
+        for kind in sorted({kind for kind, _ in ks}):  # models loaded in the workers
+            cfg = PrepareConfig(dataset="video", src=warm, out=tmp / "w", workers=args.workers,
+                                min_track=1, overwrite=True, person_keypoints=kind)  # fmt: skip
+            run_prepare(cfg, log=lambda s: None, progress=False)
         est_rates, finder_rates = [], []
-        prep_rates: dict[int, list[float]] = {k: [] for k in ks}
-        frame_rates: dict[int, list[float]] = {k: [] for k in ks}
-        summary: dict[int, dict] = {}
+        prep_rates: dict[tuple, list[float]] = {k: [] for k in ks}
+        frame_rates: dict[tuple, list[float]] = {k: [] for k in ks}
+        summary: dict[tuple, dict] = {}
         for _ in range(args.repeats):
             t = time.perf_counter()
             runner(delayed(_estimate_chunk)(c) for c in chunks)
@@ -133,16 +138,16 @@ def main() -> None:
             t = time.perf_counter()
             runner(delayed(_finder_chunk)(frames[i : i + 2]) for i in range(0, len(frames), 2))
             finder_rates.append(len(frames) / (time.perf_counter() - t))
-            for k in ks:
+            for kind, k in ks:
                 cfg = PrepareConfig(dataset="video", src=clip, out=tmp / "out",
                                     workers=args.workers, min_track=1, overwrite=True,
-                                    detect_every=k)  # fmt: skip
+                                    detect_every=k, person_keypoints=kind)  # fmt: skip
                 t = time.perf_counter()
                 manifest = run_prepare(cfg, log=lambda s: None, progress=False)
                 dt = time.perf_counter() - t
-                summary[k] = manifest["video_summary"]
-                prep_rates[k].append(summary[k]["persons_estimated"] / dt)
-                frame_rates[k].append(summary[k]["frames_read"] / dt)
+                summary[kind, k] = sm = manifest["video_summary"]
+                prep_rates[kind, k].append(sm["persons_estimated"] / dt)
+                frame_rates[kind, k].append(sm["frames_read"] / dt)
     est = statistics.median(est_rates)
     fnd = statistics.median(finder_rates)
     print(f"clip: {args.frames} frames {W}x{H}, {args.people} people per frame, "
@@ -150,11 +155,11 @@ def main() -> None:
     print(f"estimator only : {est:7.1f} persons/s = {est / args.people:.2f} frames/s of "
           f"{args.people} people  (runs: {', '.join(f'{r:.1f}' for r in est_rates)})")  # fmt: skip
     print(f"finder only    : {fnd:7.2f} frames/s (PersonFinder() per decoded frame, same workers)")
-    for k in ks:
-        prep, fr = statistics.median(prep_rates[k]), statistics.median(frame_rates[k])
-        sm = summary[k]
-        print(f"prepare video --detect-every {k}: {prep:7.1f} persons/s, {fr:.2f} frames/s "
-              f"(runs: {', '.join(f'{r:.1f}' for r in prep_rates[k])}) -> {prep / est:.2f} of "
+    for key in ks:
+        prep, fr = statistics.median(prep_rates[key]), statistics.median(frame_rates[key])
+        sm = summary[key]
+        print(f"prepare video --person-keypoints {key[0]} --detect-every {key[1]}: {prep:7.1f} persons/s, {fr:.2f} frames/s "
+              f"(runs: {', '.join(f'{r:.1f}' for r in prep_rates[key])}) -> {prep / est:.2f} of "
               f"the estimator-only rate (persons/s), {fr / (est / args.people):.2f} (frames/s), "
               f"{fr / fnd:.2f} of the finder-only rate (frames/s)")  # fmt: skip
         print(f"    last run: persons found {sm['persons_found']}, estimated "

@@ -64,18 +64,20 @@ def worker_estimator(options: dict[str, Any]) -> Any:
     return _WORKER_ESTIMATOR[1]
 
 
-_WORKER_FINDER: tuple[str, Any] | None = None
+_WORKER_FINDERS: dict[str, Any] = {}  # options -> PersonFinder, the few most recent
 
 
 def worker_person_finder(options: dict[str, Any]) -> Any:
-    """One pg2kit.persons.PersonFinder per worker process (its models load once, on first use)."""
-    global _WORKER_FINDER
+    """One pg2kit.persons.PersonFinder per worker process and settings (its models load once,
+    on first use; runs with different settings in one pool keep theirs)."""
     key = json.dumps(options, sort_keys=True, default=str)
-    if _WORKER_FINDER is None or _WORKER_FINDER[0] != key:
+    if key not in _WORKER_FINDERS:
         from pg2kit.persons import PersonFinder
 
-        _WORKER_FINDER = (key, PersonFinder(**options))
-    return _WORKER_FINDER[1]
+        while len(_WORKER_FINDERS) >= 4:
+            _WORKER_FINDERS.pop(next(iter(_WORKER_FINDERS)))
+        _WORKER_FINDERS[key] = PersonFinder(**options)
+    return _WORKER_FINDERS[key]
 
 
 class EstimatorKeypoints:

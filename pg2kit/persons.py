@@ -19,6 +19,7 @@ import numpy as np
 from pg2kit.keypoints import NUM_KEYPOINTS
 
 DETECTOR_INPUT = 224  # the detector's square input side (pixels)
+ROI_SIDE = 256  # the landmark model's square input side (pixels)
 # Detector output: 12 values per anchor = face box (cx, cy, w, h) + 4 keypoints (x, y):
 # 0 mid-hip, 1 a point beyond the head whose distance to the hip gives the body's size and
 # rotation (MediaPipe's full-body ROI is a square of side 2 * |kp1 - kp0| around the hip),
@@ -128,6 +129,11 @@ class FinderConfig:
     # Crop given to the estimator: detector box widened by this share of its height per side.
     estimate_margin: float = 0.15
     estimator_options: dict = field(default_factory=dict)
+    # Where keypoints come from: "crop" runs the MediaPipe estimator (its own detector, views and
+    # fusion) on a crop around the person; "roi" runs BlazePose's landmark model straight on the
+    # ROI the frame detector gave, as is and mirrored, and fuses the two as the estimator does
+    # (no second detection per person; its pose flag is also the presence score).
+    keypoints: str = "crop"
     num_threads: int = 1
 
     def tag(self) -> str:
@@ -144,6 +150,8 @@ class PersonFinder:
 
     def __init__(self, config: FinderConfig | None = None, **options: Any) -> None:
         self.config = replace(config or FinderConfig(), **options)
+        if self.config.keypoints not in ("crop", "roi"):
+            raise ValueError(f"keypoints must be 'crop' or 'roi', not {self.config.keypoints!r}")
         self._interp = None
         self._estimator = None
         self._landmark = None
@@ -169,13 +177,7 @@ class PersonFinder:
             self._interp = it
         return self._interp
 
-    def presence(self, image: np.ndarray, person: Person) -> float:
-        """BlazePose landmark model's pose-presence score in [0, 1] on the detector's body ROI
-        (a square of side 2.5 body radii around the hip, rotated upright, as MediaPipe crops)."""
-        import cv2
-
-        if person.hip is None or person.crown is None or person.size <= 0:
-            return float("nan")
+    def _landmark_model(self):
         if self._landmark is None:
             from ai_edge_litert.interpreter import Interpreter
 
@@ -188,21 +190,63 @@ class PersonFinder:
                 )
                 it.allocate_tensors()
             outs = {d["name"]: d["index"] for d in it.get_output_details()}
-            self._landmark = (it, it.get_input_details()[0]["index"], outs["Identity_1"])
-        it, inp, out = self._landmark
+            # landmarks (1, 195) = 39 x (x, y, z, visibility, presence) in ROI pixels; pose flag
+            # (1, 1); heatmap (1, 64, 64, 39)
+            self._landmark = (
+                it,
+                it.get_input_details()[0]["index"],
+                outs["Identity"],
+                outs["Identity_1"],
+                outs["Identity_3"],
+            )
+        return self._landmark
+
+    def _roi_transform(self, person: Person, flip: bool = False) -> np.ndarray:
+        """2x3 affine map from ROI pixels (256 x 256) to source pixels: a square of side 2.5 body
+        radii around the detector's hip, rotated so the body axis points up (MediaPipe's own ROI
+        from a detection), mirrored left-right when `flip`."""
         axis = person.crown - person.hip
         angle = math.atan2(float(axis[0]), float(-axis[1]))  # body axis from image-up
-        k = 2 * person.size * 1.25 / 256  # source pixels per ROI pixel
+        k = 2 * person.size * 1.25 / ROI_SIDE  # source pixels per ROI pixel
         c, s = math.cos(angle) * k, math.sin(angle) * k
         m = np.array([[c, -s, 0.0], [s, c, 0.0]])
-        m[:, 2] = person.hip - m[:, :2] @ np.array([128.0, 128.0])
+        if flip:
+            m[:, 0] = -m[:, 0]
+        m[:, 2] = person.hip - m[:, :2] @ np.array([ROI_SIDE / 2, ROI_SIDE / 2])
+        return m
+
+    def _landmarks_on_roi(
+        self, image: np.ndarray, person: Person, flip: bool
+    ) -> tuple[float, np.ndarray]:
+        """One run of BlazePose's landmark model on the detector's ROI: pose-presence score and
+        landmarks (33, 3) = x, y in source pixels (pixel-index convention), visibility in [0, 1],
+        refined on the model's heatmap as MediaPipe does (7 x 7 window, confidence >= 0.5)."""
+        import cv2
+
+        it, inp, o_lm, o_flag, o_heat = self._landmark_model()
+        m = self._roi_transform(person, flip)
+        # ROI pixel centres (i + 0.5) sample source pixel positions m @ (i + 0.5, j + 0.5)
+        mc = m.copy()
+        mc[:, 2] += m[:, :2] @ np.array([0.5, 0.5]) - 0.5
         roi = cv2.warpAffine(
-            image, m, (256, 256), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
+            image, mc, (ROI_SIDE, ROI_SIDE), flags=cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR,
             borderMode=cv2.BORDER_CONSTANT,
         )  # fmt: skip
         it.set_tensor(inp, (roi.astype(np.float32) / 255.0)[None])
         it.invoke()
-        return float(np.clip(it.get_tensor(out)[0, 0], 0.0, 1.0))
+        flag = float(_sigmoid(it.get_tensor(o_flag)[0, 0]))
+        raw = it.get_tensor(o_lm)[0].reshape(-1, 5)[:33]
+        xy = _refine_on_heatmap(raw[:, :2] / ROI_SIDE, it.get_tensor(o_heat)[0]) * ROI_SIDE
+        src = xy @ m[:, :2].T + m[:, 2] - 0.5
+        lm = np.column_stack([src, _sigmoid(raw[:, 3])]).astype(np.float32)
+        return flag, lm
+
+    def presence(self, image: np.ndarray, person: Person) -> float:
+        """BlazePose landmark model's pose-presence score in [0, 1] on the detector's body ROI
+        (a square of side 2.5 body radii around the hip, rotated upright, as MediaPipe crops)."""
+        if person.hip is None or person.crown is None or person.size <= 0:
+            return float("nan")
+        return self._landmarks_on_roi(image, person, False)[0]
 
     def _run_detector(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A (224, 224, 3) uint8 tile -> raw decoded (2254, 12) in [0, 1] units and scores."""
@@ -377,20 +421,35 @@ class PersonFinder:
         cfg = self.config
         h, w = image.shape[:2]
         x0, y0, x1, y1 = crop_box
-        pres = self.presence(image, p)
+        if cfg.keypoints == "roi":
+            # the landmark model on the detector's ROI, as is and mirrored: its pose flag is the
+            # presence score, its landmarks the keypoints (no second detector run per person)
+            views = [self._landmarks_on_roi(image, p, flip) for flip in (False, True)]
+            pres = views[0][0]
+        else:
+            pres = self.presence(image, p)
         p.quality["presence"] = pres
         if cfg.min_presence > 0:
             if pres < cfg.min_presence:
                 p.reason = f"not a person: pose presence {pres:.2f} < {cfg.min_presence}"
                 return p
         est = self._pose()
-        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
-        runs = est.run_views(crop)
-        kp, sc = est.finish(runs, x1 - x0, y1 - y0)
+        if cfg.keypoints == "roi":
+            from pg2kit.estimators import finish_pose, run_to_coco18
+            from pg2kit.keypoints import empty_keypoints
+
+            # a view counts when its own pose flag says a person is there (MediaPipe's gate)
+            runs = [run_to_coco18(lm, flip) for flip, (flag, lm) in enumerate(views) if flag >= 0.5]
+            kp, sc = finish_pose(runs, est.config, w, h) if runs else empty_keypoints()
+        else:
+            crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+            runs = est.run_views(crop)
+            kp, sc = est.finish(runs, x1 - x0, y1 - y0)
         p.quality.update(_run_agreement(runs), runs=len(runs))
         ok = kp[:, 0] >= 0
         kp = kp.copy()
-        kp[ok] += (x0, y0)
+        if cfg.keypoints != "roi":
+            kp[ok] += (x0, y0)
         p.keypoints, p.scores = kp.astype(np.float32), sc.astype(np.float32)
         p.reason = self._gate(p, ok, (h, w), others)
         if p.reason is not None and p.reason.startswith(("keypoints disagree", "no keypoints")):
@@ -542,6 +601,32 @@ def _edge_ok(pts, r, cfg, region, at_edge_x, at_edge_y) -> np.ndarray:
     top = at_edge_y[0] | (pts[:, 1] - cfg.top * r >= oy - slack)
     bottom = at_edge_y[1] | (pts[:, 1] + cfg.bottom * r <= oy + rh + slack)
     return left & right & top & bottom
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -80, 80)))
+
+
+def _refine_on_heatmap(xy: np.ndarray, heatmap: np.ndarray, kernel: int = 7) -> np.ndarray:
+    """MediaPipe's heatmap refinement of normalised landmarks `xy` (K, 2) on raw heatmap logits
+    (H, W, >= K): a landmark moves to the confidence-weighted mean cell of the kernel x kernel
+    window at its cell when the window's highest confidence is >= 0.5 (cell index / size, as
+    MediaPipe computes it)."""
+    hh, hw = heatmap.shape[:2]
+    out = xy.copy()
+    r = (kernel - 1) // 2
+    for k in range(len(xy)):
+        col, row = int(xy[k, 0] * hw), int(xy[k, 1] * hh)
+        if not (0 <= col < hw and 0 <= row < hh):
+            continue
+        r0, r1 = max(0, row - r), min(hh, row + r + 1)
+        c0, c1 = max(0, col - r), min(hw, col + r + 1)
+        conf = _sigmoid(heatmap[r0:r1, c0:c1, k].astype(np.float64))
+        total = conf.sum()
+        if total > 0 and conf.max() >= 0.5:
+            rows, cols = np.mgrid[r0:r1, c0:c1]
+            out[k] = ((cols * conf).sum() / total / hw, (rows * conf).sum() / total / hh)
+    return out
 
 
 def _starts(length: int, side: int, stride: int) -> list[int]:

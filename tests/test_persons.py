@@ -223,6 +223,55 @@ def test_options_override_the_config():
         PersonFinder(no_such_option=1)
 
 
+def test_roi_keypoints_find_every_figure_like_the_crop_estimator(finder):
+    img, truth = _scene([(1, 2, 20, 100, 200), (2, 2, 150, 60, 260), (3, 2, 300, 120, 180)], seed=2)
+    roi = PersonFinder(keypoints="roi")
+    persons = roi.estimate_all(img, finder.detect(img))
+    by_crop = finder.estimate_all(img, finder.detect(img))
+    accepted = [p for p in persons if p.reason is None]
+    assert len(accepted) == 3
+    owners = set()
+    for p, q in zip(persons, by_crop, strict=True):
+        ok = p.keypoints[:, 0] >= 0
+        hit = [i for i, t in enumerate(truth) if _inside(p.keypoints[ok], t).mean() > 0.9]
+        assert len(hit) == 1  # never a chimera
+        owners.add(hit[0])
+        # the landmark model on the detector's ROI and the estimator on the crop agree
+        both = ok & (q.keypoints[:, 0] >= 0)
+        assert both.sum() >= 10
+        d = np.linalg.norm(p.keypoints[both] - q.keypoints[both], axis=1)
+        assert np.median(d) < 0.05 * p.height, np.median(d)
+        assert 0.5 <= p.quality["presence"] <= 1.0
+    assert owners == {0, 1, 2}
+    roi.close()
+
+
+def test_roi_of_a_detection_is_centred_on_the_hip_and_mirrors():
+    f = PersonFinder(keypoints="roi")
+    p = Person(box=np.zeros(4, np.float32), score=1.0, hip=np.array([100.0, 200.0], np.float32),
+               crown=np.array([100.0, 120.0], np.float32), size=80.0)  # fmt: skip
+    m, mf = f._roi_transform(p), f._roi_transform(p, flip=True)
+    np.testing.assert_allclose(m @ [128, 128, 1], [100, 200], atol=1e-4)
+    # upright body: ROI up is image up, 2 x 1.25 body radii across 256 ROI pixels
+    np.testing.assert_allclose(m @ [128, 0, 1], [100, 200 - 100], atol=1e-4)
+    # the mirrored ROI's (256 - u, v) is the straight ROI's (u, v)
+    np.testing.assert_allclose(mf @ [256 - 40, 70, 1], m @ [40, 70, 1], atol=1e-4)
+    with pytest.raises(ValueError, match="keypoints must be"):
+        PersonFinder(keypoints="box")
+
+
+def test_heatmap_refinement_moves_only_confident_landmarks():
+    from pg2kit.persons import _refine_on_heatmap
+
+    heat = np.full((64, 64, 2), -10.0, np.float32)
+    heat[30, 20, 0] = heat[30, 22, 0] = 5.0  # two confident cells around (21, 30)
+    heat[10, 10, 1] = -1.0  # confidence 0.27 < 0.5: landmark 1 stays
+    xy = np.array([[20.5 / 64, 30.2 / 64], [10.0 / 64, 10.0 / 64]], np.float32)
+    out = _refine_on_heatmap(xy, heat)
+    np.testing.assert_allclose(out[0] * 64, [21.0, 30.0], atol=0.01)
+    np.testing.assert_allclose(out[1], xy[1])
+
+
 def _person(box, reason=None):
     return Person(
         box=np.array(box, np.float32), score=0.9, keypoints=np.zeros((18, 2)), reason=reason
