@@ -582,7 +582,7 @@ def score_video(seed, k, samples, min_track, label) -> dict:
 
 
 def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
-              track_boxes="keypoint") -> dict:  # fmt: skip
+              track_boxes="keypoint", detect_every=1) -> dict:  # fmt: skip
     """Library mode, the same steps as `prepare video`: detect, estimate and gate every person,
     drop duplicates, track the persons' boxes (pg2kit.tracking.Tracker), keep accepted tracked
     persons, drop short tracks."""
@@ -592,8 +592,13 @@ def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
     images, truths, k = make_video(people, seed, frames)
     tracker = _SupervisionTracker() if tracker_kind == "supervision" else Tracker()
     samples = []  # (track, true walker)
+    done = []
     for f, (img, truth) in enumerate(zip(images, truths, strict=True)):
-        done = finder.estimate_all(img, finder.detect(img))
+        if f % detect_every == 0:  # as prepare video --detect-every (follow_in_frames)
+            cands = finder.detect(img)
+        else:
+            cands = [q for q in map(finder.follow, done) if q is not None]
+        done = finder.estimate_all(img, cands)
         done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
         boxes = np.array([p.detector_box if track_boxes == "detector" else p.box for p in done],
                          np.float32).reshape(-1, 4)  # fmt: skip
@@ -796,7 +801,8 @@ def main() -> None:
     )
     ap.add_argument("--workers", type=int, default=2, help="cli: prepare --workers")
     ap.add_argument("--detect-every", type=int, default=None, metavar="K",
-                    help="cli: prepare video --detect-every K (default: the CLI's)")  # fmt: skip
+                    help="prepare video --detect-every K (default: the CLI's); library: "
+                    "the same segments, detect then follow")  # fmt: skip
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="FinderConfig override, e.g. --set min_score=0.4 (library only)")  # fmt: skip
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
@@ -844,7 +850,8 @@ def main() -> None:
             if args.via != "cli":
                 result["video"].append(run_video(finder, people, int(s), args.video_frames,
                                                  args.tracker, args.min_track,
-                                                 args.track_boxes))  # fmt: skip
+                                                 args.track_boxes,
+                                                 args.detect_every or 1))  # fmt: skip
     if "nobody" in parts:
         result["nobody"] = run_nobody(find, args.data)
         if compare is not None:

@@ -65,6 +65,9 @@ class Person:
     crown: np.ndarray | None = None  # float32 (2,) detector's size/rotation point beyond the head
     detector_box: np.ndarray | None = None  # float32 (4,) box from the detector alone
     quality: dict = field(default_factory=dict)  # diagnostics behind the gates
+    # float32 (2, 2): the landmark model's own hip centre and size point (roi keypoints), the
+    # person's ROI in the next video frame (PersonFinder.follow)
+    aux: np.ndarray | None = None
 
     @property
     def accepted(self) -> bool:
@@ -219,8 +222,9 @@ class PersonFinder:
         self, image: np.ndarray, person: Person, flip: bool
     ) -> tuple[float, np.ndarray]:
         """One run of BlazePose's landmark model on the detector's ROI: pose-presence score and
-        landmarks (33, 3) = x, y in source pixels (pixel-index convention), visibility in [0, 1],
-        refined on the model's heatmap as MediaPipe does (7 x 7 window, confidence >= 0.5)."""
+        landmarks (35, 3) = x, y in source pixels (pixel-index convention), visibility in [0, 1],
+        refined on the model's heatmap as MediaPipe does (7 x 7 window, confidence >= 0.5); rows
+        33 and 34 are the model's hip centre and size point (MediaPipe's next-frame ROI)."""
         import cv2
 
         it, inp, o_lm, o_flag, o_heat = self._landmark_model()
@@ -235,7 +239,7 @@ class PersonFinder:
         it.set_tensor(inp, (roi.astype(np.float32) / 255.0)[None])
         it.invoke()
         flag = float(_sigmoid(it.get_tensor(o_flag)[0, 0]))
-        raw = it.get_tensor(o_lm)[0].reshape(-1, 5)[:33]
+        raw = it.get_tensor(o_lm)[0].reshape(-1, 5)[:35]
         xy = _refine_on_heatmap(raw[:, :2] / ROI_SIDE, it.get_tensor(o_heat)[0]) * ROI_SIDE
         src = xy @ m[:, :2].T + m[:, 2] - 0.5
         lm = np.column_stack([src, _sigmoid(raw[:, 3])]).astype(np.float32)
@@ -439,7 +443,11 @@ class PersonFinder:
             from pg2kit.keypoints import empty_keypoints
 
             # a view counts when its own pose flag says a person is there (MediaPipe's gate)
-            runs = [run_to_coco18(lm, flip) for flip, (flag, lm) in enumerate(views) if flag >= 0.5]
+            runs = [
+                run_to_coco18(lm[:33], flip) for flip, (flag, lm) in enumerate(views) if flag >= 0.5
+            ]
+            if views[0][0] >= 0.5:
+                p.aux = views[0][1][33:35, :2].copy()
             kp, sc = finish_pose(runs, est.config, w, h) if runs else empty_keypoints()
         else:
             crop = np.ascontiguousarray(image[y0:y1, x0:x1])
@@ -563,6 +571,34 @@ class PersonFinder:
                 if worst > self.config.max_overlap:
                     p.reason = f"occluded: {worst:.0%} overlap with another person"
         return done
+
+    def follow(self, person: Person) -> Person | None:
+        """Where `person` should be looked for in the next video frame, as a detection (box,
+        hip, size point) for `estimate_all`, or None when it is not worth following (no person
+        there, or keypoints that say nothing about where it is). With roi keypoints the ROI is
+        the landmark model's own (MediaPipe's tracking); otherwise the detector's geometry is
+        moved to the estimated hips."""
+        reason = person.reason or ""
+        if reason.startswith((DUPLICATE, "not a person", "no keypoints", "keypoints disagree")):
+            return None
+        if person.hip is None or person.crown is None:
+            return None
+        if person.aux is not None:
+            hip, crown = person.aux[0], person.aux[1]
+        else:
+            kp = person.keypoints
+            if kp is None or kp[8, 0] < 0 or kp[11, 0] < 0:
+                return None
+            hip = (kp[8] + kp[11]) / 2
+            crown = hip + (person.crown - person.hip)
+        r = float(np.linalg.norm(crown - hip))
+        if not np.isfinite(r) or r < 1:
+            return None
+        cfg = self.config
+        box = np.array([hip[0] - cfg.half_width * r, hip[1] - cfg.top * r,
+                        hip[0] + cfg.half_width * r, hip[1] + cfg.bottom * r], np.float32)  # fmt: skip
+        return Person(box=box, score=person.score, hip=np.asarray(hip, np.float32),
+                      crown=np.asarray(crown, np.float32), size=r, detector_box=box.copy())  # fmt: skip
 
     def close(self) -> None:
         if self._estimator is not None:

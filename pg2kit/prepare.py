@@ -86,7 +86,8 @@ class PrepareConfig:
     min_image_px: int = 32
     # video
     every: int = 1
-    detect_every: int = 1  # video: detect on every K-th sampled frame, interpolate between
+    # video: detect on the first of every K sampled frames, follow each person through the rest
+    detect_every: int = 8
     min_track: int = 3
     min_pose_change: float = 0.0
     # where the work runs (pg2kit.parallel)

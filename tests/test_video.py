@@ -166,48 +166,64 @@ def test_pose_change_thinning_and_track_split():
     assert track_split(0, 0, 5, 0.0) == "train"
 
 
-def test_track_frames_detects_every_kth_frame_and_interpolates_between():
-    """--detect-every K: key frames (every K-th and the last) are detected and tracked; in the
-    frames between, each track seen at both ends is estimated at its interpolated place."""
+def test_track_frames_detects_every_kth_frame_and_follows_between():
+    """--detect-every K: segments of K consecutive frames (the last one shorter), each run as
+    one task; with K = 1 every frame is detected; results reach the tracker in frame order."""
     from pg2kit.datasets.video import FrameResult, FrameTask, track_frames
-    from pg2kit.persons import Person
     from pg2kit.tracking import Tracker
 
-    def person(x: float) -> Person:
-        box = np.array([x, 0, x + 10, 40], np.float32)
-        return Person(box=box, score=0.9, hip=np.array([x + 5, 25], np.float32),
-                      crown=np.array([x + 5, 0], np.float32), size=25.0,
-                      detector_box=box.copy())  # fmt: skip
+    def result(frame):
+        box = np.array([[3.0 * frame, 0, 3.0 * frame + 10, 40]], np.float32)
+        return FrameResult(frame, box, np.full(1, 0.9, np.float32), [object()], [None], [])
 
-    def result(frame, persons):
-        boxes = np.array([p.box for p in persons], np.float32).reshape(-1, 4)
-        return FrameResult(frame, boxes, np.full(len(persons), 0.9, np.float32),
-                           [object()] * len(persons), [None] * len(persons), persons)  # fmt: skip
-
-    detected, estimated = [], {}
+    calls = []
 
     def run(kind, items):
+        calls.append((kind, [[t.frame for t in seg] if kind == "follow" else seg.frame
+                             for seg in items]))  # fmt: skip
         if kind == "detect":
-            detected.extend(t.frame for t in items)
-            return [result(t.frame, [person(3.0 * t.frame)]) for t in items]
-        for t, persons in items:
-            estimated[t.frame] = [p.detector_box.copy() for p in persons]
-        return [result(t.frame, persons) for t, persons in items]
+            return [result(t.frame) for t in items]
+        return [[result(t.frame) for t in seg] for seg in items]
 
     tasks = [FrameTask(f, np.zeros((4, 4, 3), np.uint8)) for f in range(11)]
     batches = [tasks[i : i + 4] for i in range(0, 11, 4)]
-    out = list(track_frames(iter(batches), 3, run, Tracker(horizon=3)))
-    assert detected == [0, 3, 6, 9, 10]  # every 3rd sampled frame, and the last one
-    assert sorted(estimated) == [1, 2, 4, 5, 7, 8]
-    for f, boxes in estimated.items():
-        assert len(boxes) == 1 and np.allclose(boxes[0], [3.0 * f, 0, 3.0 * f + 10, 40])
-    assert sorted(r.frame for r, _ in out) == list(range(11))
-    assert {i for _, ids in out for i in ids} == {0}  # one track throughout
-    # with K = 1 every frame is detected, in frame order
-    detected.clear(), estimated.clear()
-    out = list(track_frames(iter(batches), 1, run, Tracker()))
-    assert detected == list(range(11)) and not estimated
+    out = list(track_frames(iter(batches), 3, run, Tracker()))
+    segments = [seg for kind, segs in calls for seg in segs]
+    assert {kind for kind, _ in calls} == {"follow"}
+    assert segments == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10]]
     assert [r.frame for r, _ in out] == list(range(11))
+    assert {i for _, ids in out for i in ids} == {0}  # one track throughout
+    calls.clear()
+    out = list(track_frames(iter(batches), 1, run, Tracker()))
+    assert [seg for _, segs in calls for seg in segs] == list(range(11))
+    assert {kind for kind, _ in calls} == {"detect"}
+    assert [r.frame for r, _ in out] == list(range(11))
+
+
+def test_follow_moves_the_roi_with_the_person():
+    from pg2kit.persons import Person, PersonFinder
+
+    f = PersonFinder(keypoints="roi")
+    kp = np.full((18, 2), -1, np.float32)
+    kp[8], kp[11] = (95, 100), (105, 100)
+    p = Person(box=np.zeros(4, np.float32), score=0.8, keypoints=kp,
+               hip=np.array([90, 100], np.float32), crown=np.array([90, 20], np.float32),
+               size=80.0)  # fmt: skip
+    q = f.follow(p)  # no landmark-model ROI: the detector's geometry moved to the hips
+    np.testing.assert_allclose(q.hip, [100, 100])
+    np.testing.assert_allclose(q.crown, [100, 20])
+    assert q.size == 80 and q.score == 0.8
+    np.testing.assert_allclose(q.box, [100 - 32, 20, 100 + 32, 160])
+    p.aux = np.array([[120, 110], [120, 10]], np.float32)  # the model's own hip and size point
+    q = f.follow(p)
+    np.testing.assert_allclose(q.hip, [120, 110])
+    assert q.size == 100
+    for reason in ("not a person: pose presence 0.1 < 0.5", "keypoints disagree with the "
+                   "detector box: 2 of 4 torso points", "duplicate: the same person"):  # fmt: skip
+        p.reason = reason
+        assert f.follow(p) is None
+    p.reason = "occluded: 45% overlap with another person"
+    assert f.follow(p) is not None  # still a person, worth following
 
 
 def test_video_detect_every_keeps_tracks_and_samples_between_detections(tmp_path):

@@ -183,12 +183,12 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
 @click.option(
     "--detect-every",
     type=click.IntRange(1, 1000),
-    default=1,
+    default=8,
     show_default=True,
     metavar="K",
-    help="video: look for new people on every K-th sampled frame; in the frames between, each "
-    "person seen at both ends is estimated where it should be (K x faster detection, new "
-    "people found up to K-1 frames late).",
+    help="video: look for people with the detector on the first of every K sampled frames and "
+    "follow each one through the others where its last keypoints say it is (MediaPipe's own "
+    "tracking; new people are found up to K-1 frames late). 1: detect in every frame.",
 )
 @click.option(
     "--min-track",

@@ -2,9 +2,10 @@
 identities `<video stem>#<track>`, one sample per sampled frame in which the person passes the gates.
 
 Stages: the parent decodes frames (`--every N`) in a background thread; the workers detect every
-person of a frame (PersonFinder.detect), estimate each one's keypoints on its own crop and apply
-the quality gates (with `--detect-every K`, detection runs on every K-th of those frames and the
-frames between are estimated at interpolated places: `track_frames`); back in the parent, in frame order, the persons are tracked
+person of a frame (PersonFinder.detect), estimate each one's keypoints on that person alone and
+apply the quality gates (with `--detect-every K`, detection runs on the first of every K frames
+and each person is followed through the others where its last keypoints say it is:
+`track_frames`); back in the parent, in frame order, the persons are tracked
 (pg2kit.tracking.Tracker), each track is thinned (`--min-pose-change`), short tracks are dropped
 (`--min-track`), tracks are assigned to a split (`--test-identities`) and the samples go into
 shards in video order. Detection runs in the workers, not in the parent, because it costs as much
@@ -33,7 +34,8 @@ import numpy as np
 from pg2kit.datasets.base import AdapterError, printable_text, rel_posix, require_dir
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-FRAMES_PER_BATCH = 16  # frames sent to the workers per run_tasks call (2 batches in flight)
+FRAMES_PER_BATCH = 16  # frames (or segments) sent to the workers per run_tasks call
+BATCH_BYTES = 256 << 20  # most decoded frame bytes in one batch
 
 
 @dataclass(frozen=True)
@@ -195,89 +197,59 @@ def find_in_frames(tasks: list[FrameTask], options: dict, size, pad) -> list[Fra
     return [find_in_frame(t, finder, size, pad) for t in tasks]
 
 
-def estimate_in_frames(tasks: list[tuple[FrameTask, list]], options: dict, size, pad) -> list:
-    """Worker task: keypoints and gates of the given persons (no detection) in each frame; the
-    result lists every given person in order (duplicates keep their `duplicate:` reason)."""
+def follow_in_frames(segments: list[list[FrameTask]], options: dict, size, pad) -> list:
+    """Worker task: for each segment of consecutive frames, every person is detected in its
+    first frame and then followed frame by frame (PersonFinder.follow: each person looked for
+    where its last keypoints say it is, without the detector), with keypoints and gates as for
+    a detected person. One list of FrameResult per segment."""
     from pg2kit.keypoint_sources import worker_person_finder
+    from pg2kit.persons import DUPLICATE
 
     finder = worker_person_finder(options)
-    return [_frame_result(t, finder.estimate_all(t.image, persons), size, pad)
-            for t, persons in tasks]  # fmt: skip
-
-
-def between(a: Any, b: Any, t: float) -> Any:
-    """A person's detector geometry (box, hip, size point, size) a share `t` of the way from
-    person `a` to person `b`: the ROI in a frame between two detections of one track."""
-    from pg2kit.persons import Person
-
-    def lerp(x, y):
-        return ((1 - t) * np.asarray(x, np.float64) + t * np.asarray(y, np.float64)).astype(
-            np.float32
-        )
-
-    box_a = a.detector_box if a.detector_box is not None else a.box
-    box_b = b.detector_box if b.detector_box is not None else b.box
-    box = lerp(box_a, box_b)
-    return Person(box=box, score=min(a.score, b.score), hip=lerp(a.hip, b.hip),
-                  crown=lerp(a.crown, b.crown), size=float((1 - t) * a.size + t * b.size),
-                  detector_box=box.copy())  # fmt: skip
+    out = []
+    for segment in segments:
+        results, prev = [], None
+        for task in segment:
+            image = task.image
+            if prev is None:
+                candidates = finder.detect(image)
+            else:
+                candidates = [q for q in map(finder.follow, prev) if q is not None]
+            done = finder.estimate_all(image, candidates)
+            done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
+            results.append(_frame_result(task, done, size, pad))
+            prev = done
+        out.append(results)
+    return out
 
 
 def track_frames(
     batches: Iterator[list[FrameTask]], detect_every: int, run: Any, tracker: Any
 ) -> Iterator[tuple[FrameResult, list[int]]]:
-    """(frame result, track id per person) for every frame of `batches` (in order).
+    """(frame result, track id per person) for every frame of `batches`, in frame order.
 
-    Every `detect_every`-th frame (and the last) is a key frame: `run("detect", [FrameTask])`
-    finds every person in it and the key frames feed `tracker`. In the frames between two key
-    frames, each track seen in both is looked for where it should be (its detector geometry
-    interpolated between the two) by `run("estimate", [(FrameTask, [Person])])`: keypoints and
-    gates as for a detected person, without the detector's cost. With `detect_every` 1 every
-    frame is detected (results in frame order); otherwise a key frame's result comes before those
-    of the frames leading up to it. `run` returns one FrameResult per item, in order.
+    With `detect_every` 1, `run("detect", [FrameTask])` finds every person in every frame. With
+    K > 1 the frames are cut into segments of K consecutive sampled frames and
+    `run("follow", [[FrameTask]])` detects in a segment's first frame and follows each person
+    through the rest (`follow_in_frames`); segments run in parallel. Every frame's persons then
+    feed `tracker` in frame order. `run` returns one result per item, in order.
     """
     k = max(1, int(detect_every))
-    carry: list[FrameTask] = []  # frames after the last key frame, waiting for the next one
-    prev: tuple[FrameResult, list[int]] | None = None
-    count = 0  # sampled frames seen
-
-    def process(seq: list[FrameTask], keys: list[int]):
-        nonlocal prev
-        found = run("detect", [seq[i] for i in keys])
-        done = []
-        for res in found:
-            ids = [int(t) for t in tracker.update(res.frame, res.boxes, res.scores)]
-            done.append((res, ids))
-            yield res, ids
-        items, owners = [], []
-        start = 0
-        for key, (res, ids) in zip(keys, done, strict=True):
-            if prev is not None and key > start:
-                a_res, a_ids = prev
-                at_a = {t: p for t, p in zip(a_ids, a_res.persons, strict=True) if t >= 0}
-                at_b = {t: p for t, p in zip(ids, res.persons, strict=True) if t >= 0}
-                common = sorted(set(at_a) & set(at_b))
-                span = res.frame - a_res.frame
-                for task in seq[start:key] if common else ():
-                    t = (task.frame - a_res.frame) / span
-                    items.append((task, [between(at_a[i], at_b[i], t) for i in common]))
-                    owners.append(common)
-            prev = (res, ids)
-            start = key + 1
-        for res, ids in zip(run("estimate", items) if items else [], owners, strict=True):
-            yield res, ids
-
+    carry: list[FrameTask] = []  # frames of a segment cut by the batch end
     for batch in batches:
-        seq = carry + batch
-        keys = [i for i in range(len(seq)) if (count - len(carry) + i) % k == 0]
-        count += len(batch)
-        if not keys:
-            carry = seq
-            continue
-        yield from process(seq, keys)
-        carry = seq[keys[-1] + 1 :]
-    if carry:  # the last frame closes the video's last stretch
-        yield from process(carry, [len(carry) - 1])
+        if k == 1:
+            results = run("detect", batch)
+        else:
+            seq = carry + batch
+            full = len(seq) // k * k
+            carry = seq[full:]
+            found = run("follow", [seq[i : i + k] for i in range(0, full, k)]) if full else []
+            results = [res for segment in found for res in segment]
+        for res in results:
+            yield res, [int(t) for t in tracker.update(res.frame, res.boxes, res.scores)]
+    if carry:  # the video's last, shorter segment
+        for res in run("follow", [carry])[0]:
+            yield res, [int(t) for t in tracker.update(res.frame, res.boxes, res.scores)]
 
 
 # ---------------------------------------------------------------- parent side
@@ -495,14 +467,10 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
         try:
             from pg2kit.tracking import Tracker
 
-            if cfg.detect_every == 1:
-                tracker = Tracker()  # the measured defaults (docs/estimator.md)
-            else:  # it sees only the key frames: extrapolate over one step, live two
-                step = cfg.detect_every * cfg.every  # source frames between two detections
-                tracker = Tracker(horizon=max(5, step), max_gap=max(30, 2 * step))
+            tracker = Tracker()  # the measured defaults (docs/estimator.md)
 
             def run(kind: str, items: list) -> list:
-                func = find_in_frames if kind == "detect" else estimate_in_frames
+                func = find_in_frames if kind == "detect" else follow_in_frames
                 tasks = [([item], options, size, pad) for item in items]
                 workers = cfg.workers if len(tasks) > 1 else 1
                 return [res for (res,) in run_tasks(
@@ -511,16 +479,18 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
 
             gen = (FrameTask(i, im) for i, im in frames(cap, cfg.every, stats))
             last = 0
-            # about FRAMES_PER_BATCH key frames per batch, but at most 8x the frames in memory
-            # (the frames since the last key frame are held anyway: up to K more)
-            batches = _prefetch(gen, FRAMES_PER_BATCH * min(cfg.detect_every, 8))
+            # FRAMES_PER_BATCH frames (K = 1) or segments of K frames per batch, but no more
+            # than BATCH_BYTES of decoded frames (two batches are held: one decoded ahead)
+            k = cfg.detect_every
+            fit = max(k, BATCH_BYTES // max(1, w * h * 3) // k * k)
+            batches = _prefetch(gen, min(FRAMES_PER_BATCH * k, fit))
             for res, ids in track_frames(batches, cfg.detect_every, run, tracker):
                 n = sum(not (r or "").startswith(DUPLICATE) for r in res.reasons)
                 stats.persons += n
                 summary.persons_estimated += n
                 for track, found, reason in zip(ids, res.samples, res.reasons, strict=True):
                     if (reason or "").startswith(DUPLICATE):
-                        continue  # two tracks met on one person between detections
+                        continue  # a second detection of one person
                     if track >= 0:
                         seen_tracks.add(track)
                     if reason is None and track < 0:
