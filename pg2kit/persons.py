@@ -238,7 +238,7 @@ class PersonFinder:
         )  # fmt: skip
         it.set_tensor(inp, (roi.astype(np.float32) / 255.0)[None])
         it.invoke()
-        flag = float(_sigmoid(it.get_tensor(o_flag)[0, 0]))
+        flag = float(np.clip(it.get_tensor(o_flag)[0, 0], 0.0, 1.0))  # already a probability
         raw = it.get_tensor(o_lm)[0].reshape(-1, 5)[:35]
         xy = _refine_on_heatmap(raw[:, :2] / ROI_SIDE, it.get_tensor(o_heat)[0]) * ROI_SIDE
         src = xy @ m[:, :2].T + m[:, 2] - 0.5

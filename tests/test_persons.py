@@ -260,6 +260,14 @@ def test_roi_of_a_detection_is_centred_on_the_hip_and_mirrors():
         PersonFinder(keypoints="box")
 
 
+def test_presence_is_low_on_a_wall_and_high_on_a_figure(finder):
+    img, truth = _scene([(1, 2, 150, 60, 260)], seed=2)
+    person = max(finder.detect(img), key=lambda p: p.score)
+    assert finder.presence(img, person) > 0.9
+    wall = np.full_like(img, 128)
+    assert finder.presence(wall, person) < 0.1  # the model's flag is a probability already
+
+
 def test_heatmap_refinement_moves_only_confident_landmarks():
     from pg2kit.persons import _refine_on_heatmap
 

@@ -163,7 +163,7 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
     type=click.Choice(["roi", "crop"]),
     default=None,
     help="folder/table/video: where a found person's keypoints come from: roi (BlazePose's "
-    "landmark model on the detector's box, 2.3x faster) or crop (the full estimator on the "
+    "landmark model on the detector's box, 2.2x faster) or crop (the full estimator on the "
     "person's crop). Default: roi for video, crop for folder/table.",
 )
 @click.option(
