@@ -591,14 +591,19 @@ def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
 
     images, truths, k = make_video(people, seed, frames)
     tracker = _SupervisionTracker() if tracker_kind == "supervision" else Tracker()
+    from dataclasses import replace
+
+    from pg2kit.persons import PersonFinder
+
+    follower = PersonFinder(replace(finder.config, keypoints="roi"))
     samples = []  # (track, true walker)
     done = []
     for f, (img, truth) in enumerate(zip(images, truths, strict=True)):
         if f % detect_every == 0:  # as prepare video --detect-every (follow_in_frames)
-            cands = finder.detect(img)
+            cands, by = finder.detect(img), finder
         else:
-            cands = [q for q in map(finder.follow, done) if q is not None]
-        done = finder.estimate_all(img, cands)
+            cands, by = [q for q in map(follower.follow, done) if q is not None], follower
+        done = by.estimate_all(img, cands)
         done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
         boxes = np.array([p.detector_box if track_boxes == "detector" else p.box for p in done],
                          np.float32).reshape(-1, 4)  # fmt: skip
@@ -718,6 +723,39 @@ def run_nobody(find, data) -> dict:
     print(f"no-person images: {len(imgs)}, accepted persons in {len(accepted)} {accepted}, "
           f"candidates rejected by the gates {rejected}")  # fmt: skip
     return {"images": len(imgs), "accepted": accepted, "rejected_candidates": rejected}
+
+
+def run_nobody_video(data: Path, workdir: Path, workers: int, frames: int = 16, extra=()) -> dict:
+    """Each no-person image as a clip of `frames` frames (the image panned 1 px per frame, so
+    the frames differ), all in one folder through `pg2kit prepare video` (defaults): samples
+    written (the target is 0)."""
+    import json as _json
+    import shutil
+
+    src, out = workdir / "nobody_videos", workdir / "nobody_videos_out"
+    shutil.rmtree(src, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
+    src.mkdir(parents=True)
+    names = []
+    for name, img in nobody_images(data):
+        h, w = img.shape[:2]
+        h, w = h - h % 2, w - w % 2 - frames
+        vw = cv2.VideoWriter(str(src / f"{name}.avi"), cv2.VideoWriter_fourcc(*"FFV1"), 10, (w, h))
+        for t in range(frames):
+            vw.write(np.ascontiguousarray(img[:h, t : t + w, ::-1]))
+        vw.release()
+        names.append(name)
+    rc = _run_cli(["prepare", "video", str(src), "-o", str(out), "--workers", str(workers),
+                   "--quiet", *extra], workdir / "nobody_videos.log")  # fmt: skip
+    samples = _read_samples(out) if rc == 0 else []
+    summary = {}
+    if (out / "manifest.json").exists():
+        summary = _json.loads((out / "manifest.json").read_text()).get("video_summary", {})
+    videos = sorted({Path(str(s["source_path"])).stem for s in samples})
+    print(f"no-person videos: {len(names)} clips of {frames} frames, exit {rc}, samples written "
+          f"{len(samples)} {videos}; persons estimated {summary.get('persons_estimated')}, "
+          f"rejections {summary.get('rejections')}")  # fmt: skip
+    return {"clips": len(names), "samples": len(samples), "videos_with_samples": videos, "rc": rc}
 
 
 # ------------------------------------------------------------------ speed
@@ -852,6 +890,11 @@ def main() -> None:
                                                  args.tracker, args.min_track,
                                                  args.track_boxes,
                                                  args.detect_every or 1))  # fmt: skip
+    if "nobody-video" in parts:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        extra = [] if args.detect_every is None else ["--detect-every", str(args.detect_every)]
+        result["nobody_video"] = run_nobody_video(args.data, args.workdir, args.workers,
+                                                  extra=extra)  # fmt: skip
     if "nobody" in parts:
         result["nobody"] = run_nobody(find, args.data)
         if compare is not None:

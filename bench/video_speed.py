@@ -2,12 +2,14 @@
 
     python bench/video_speed.py [--images ../shared/data/realdev/Market1501] [--frames 40]
                                 [--people 5] [--workers 2] [--repeats 3]
-                                [--detect-every 1,2] [--person-keypoints roi,crop]
+                                [--detect-every 1,8] [--person-keypoints crop,roi]
 
 A 768x576 clip is composed from real Market-1501 crops (scaled to 192 px tall) walking across a
 textured background at different speeds (some cross), written with cv2.VideoWriter (MJPG).
-`prepare video` (decode, detect and track in the parent, keypoints and gates in the workers,
-crops, masks, shards) runs on it with N workers; the baseline runs only the MediaPipe estimator
+`prepare video` (decode and track in the parent; detect, follow, keypoints and gates in the
+workers; crops, masks, shards) runs on it with N workers once per --detect-every x
+--person-keypoints combination (the rate counts persons estimated); the baseline runs only the
+MediaPipe estimator
 on the same people's crops (each true box widened by 15% of its height, as PersonFinder.estimate
 crops), already decoded, in the same N loky workers; a second baseline runs the whole person
 finder (detect + keypoints + gates, PersonFinder()) on the decoded frames in the same workers, so
@@ -90,7 +92,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--detect-every", default="1", metavar="K[,K...]",
                     help="prepare video --detect-every values to time (one row each)")  # fmt: skip
-    ap.add_argument("--person-keypoints", default="roi", metavar="KIND[,KIND...]",
+    ap.add_argument("--person-keypoints", default="crop", metavar="KIND[,KIND...]",
                     help="prepare video --person-keypoints values to time (roi, crop)")  # fmt: skip
     args = ap.parse_args()
     ks = [(kind, int(k)) for kind in args.person_keypoints.split(",")

@@ -77,10 +77,10 @@ class PrepareConfig:
     min_person_px: int | None = None  # None = pg2kit.persons' default
     detect: bool = True  # find persons with pg2kit.persons (else: crop around the keypoints)
     allow_cut: bool = False  # keep persons cut by the frame edge (half-body photos)
-    # where a found person's keypoints come from (pg2kit.persons.FinderConfig.keypoints): "crop"
-    # (the estimator on the person's crop) or "roi" (the landmark model on the detector's ROI);
-    # None = video "roi", folder/table "crop" (bench/finder_keypoints.py)
-    person_keypoints: str | None = None
+    # where a detected person's keypoints come from (pg2kit.persons.FinderConfig.keypoints):
+    # "crop" (the estimator on the person's crop) or "roi" (the landmark model on the detector's
+    # ROI); video frames between detections always use the landmark model (follow_in_frames)
+    person_keypoints: str = "crop"
     # input limits (checked from the file header before decoding)
     max_pixels: int = 50_000_000
     min_image_px: int = 32
@@ -390,9 +390,8 @@ def _person_options(cfg: PrepareConfig) -> dict[str, Any]:
         opts["min_person_px"] = cfg.min_person_px
     if cfg.allow_cut:
         opts["allow_cut"] = True
-    kind = cfg.person_keypoints or ("roi" if cfg.dataset == "video" else "crop")
-    if kind != "crop":  # the finder's default; options name the shards' estimator version
-        opts["keypoints"] = kind
+    if cfg.person_keypoints != "crop":  # the finder's default; options name the version
+        opts["keypoints"] = cfg.person_keypoints
     if cfg.estimator_options:
         opts["estimator_options"] = dict(cfg.estimator_options)
     return opts

@@ -246,15 +246,14 @@ def test_video_detect_every_keeps_tracks_and_samples_between_detections(tmp_path
     assert manifest["params"]["detect_every"] == 3
 
 
-def test_person_keypoints_default_roi_for_video_and_crop_for_photos(tmp_path):
+def test_person_keypoints_option_reaches_the_finder(tmp_path):
     from pg2kit.prepare import PrepareConfig, _person_options
 
     def kind(**kw):
         return _person_options(PrepareConfig(out=tmp_path, **kw)).get("keypoints", "crop")
 
-    assert kind(dataset="video") == "roi"
-    assert kind(dataset="folder") == "crop" and kind(dataset="table") == "crop"
-    assert kind(dataset="video", person_keypoints="crop") == "crop"
-    assert kind(dataset="folder", person_keypoints="roi") == "roi"
+    assert kind(dataset="video") == "crop" and kind(dataset="folder") == "crop"
+    assert kind(dataset="video", person_keypoints="roi") == "roi"
+    assert kind(dataset="table", person_keypoints="roi") == "roi"
     r = invoke("prepare", "--help")
-    assert "--person-keypoints [roi|crop]" in r.output
+    assert "--person-keypoints [crop|roi]" in r.output

@@ -199,23 +199,26 @@ def find_in_frames(tasks: list[FrameTask], options: dict, size, pad) -> list[Fra
 
 def follow_in_frames(segments: list[list[FrameTask]], options: dict, size, pad) -> list:
     """Worker task: for each segment of consecutive frames, every person is detected in its
-    first frame and then followed frame by frame (PersonFinder.follow: each person looked for
-    where its last keypoints say it is, without the detector), with keypoints and gates as for
-    a detected person. One list of FrameResult per segment."""
+    first frame (keypoints and gates as configured) and then followed frame by frame
+    (PersonFinder.follow: each person looked for where its last keypoints say it is, without the
+    detector; keypoints from the landmark model on that ROI, as MediaPipe tracks, with the same
+    gates). One list of FrameResult per segment."""
     from pg2kit.keypoint_sources import worker_person_finder
     from pg2kit.persons import DUPLICATE
 
     finder = worker_person_finder(options)
+    follower = worker_person_finder({**options, "keypoints": "roi"})
     out = []
     for segment in segments:
         results, prev = [], None
         for task in segment:
             image = task.image
             if prev is None:
-                candidates = finder.detect(image)
+                candidates, by = finder.detect(image), finder
             else:
-                candidates = [q for q in map(finder.follow, prev) if q is not None]
-            done = finder.estimate_all(image, candidates)
+                candidates = [q for q in map(follower.follow, prev) if q is not None]
+                by = follower
+            done = by.estimate_all(image, candidates)
             done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
             results.append(_frame_result(task, done, size, pad))
             prev = done
