@@ -7,8 +7,10 @@ people are split by identity into a `tune` and a `check` half; quote the check f
 
 Prints person recall per height band, precision, chimera rate (an accepted person whose
 keypoints fall in two true persons), rejection reasons; on a composed video (people walking and
-crossing) track purity and fragmentation; on >= 20 images without a person the number accepted;
-and the speed of detect + estimate against the estimator alone on the same person crops.
+crossing) track purity and fragmentation; on >= 20 images without a person the number accepted
+(`nobody`; `nobody-video`: the same images as short panned clips through `pg2kit prepare video`,
+samples written); and the speed of detect + estimate against the estimator alone on the same
+person crops.
 
 `--via cli` runs the CLI instead of calling PersonFinder: each scene is written as the one
 photo of its own identity folder and run through `pg2kit prepare folder`, the video is written
@@ -841,6 +843,8 @@ def main() -> None:
     ap.add_argument("--detect-every", type=int, default=None, metavar="K",
                     help="prepare video --detect-every K (default: the CLI's); library: "
                     "the same segments, detect then follow")  # fmt: skip
+    ap.add_argument("--every", type=int, default=None, metavar="N",
+                    help="cli: prepare video --every N")  # fmt: skip
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="FinderConfig override, e.g. --set min_score=0.4 (library only)")  # fmt: skip
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
@@ -881,7 +885,7 @@ def main() -> None:
             if args.via != "library":
                 extra = (
                     [] if args.detect_every is None else ["--detect-every", str(args.detect_every)]
-                )
+                ) + ([] if args.every is None else ["--every", str(args.every)])
                 result["video"].append(run_video_cli(people, int(s), args.video_frames,
                                                      args.workdir, args.workers, args.min_track,
                                                      extra))  # fmt: skip

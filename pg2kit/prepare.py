@@ -86,8 +86,9 @@ class PrepareConfig:
     min_image_px: int = 32
     # video
     every: int = 1
-    # video: detect on the first of every K sampled frames, follow each person through the rest
-    detect_every: int = 8
+    # video: detect on the first of every K sampled frames, follow each person through the rest;
+    # None = max(1, 8 // every): a detection at least every 8 video frames (see key_every)
+    detect_every: int | None = None
     min_track: int = 3
     min_pose_change: float = 0.0
     # where the work runs (pg2kit.parallel)
@@ -95,6 +96,15 @@ class PrepareConfig:
     scheduler: Any = None  # a Dask scheduler address, or (Python API) a dask.distributed.Client
     ray_address: str | None = None
     retries: int = 0
+
+    @property
+    def key_every(self) -> int:
+        """Video: detect on the first of every this many sampled frames (`detect_every`, or by
+        default every 8 video frames: following people across larger steps lost samples and
+        split tracks, BENCHMARKS.md)."""
+        if self.detect_every is not None:
+            return max(1, int(self.detect_every))
+        return max(1, 8 // max(1, int(self.every)))
 
     def shard_params(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in SHARD_PARAMS}  # not asdict: `scheduler` may be a Client
@@ -104,8 +114,8 @@ class PrepareConfig:
         out = {k: d[k] for k in SHARD_PARAMS}
         if self.allow_cut:  # only when set, so outputs prepared before the option still match
             out["allow_cut"] = True
-        if self.dataset == "video" and self.detect_every != 1:  # likewise
-            out["detect_every"] = self.detect_every
+        if self.dataset == "video" and self.key_every != 1:  # likewise
+            out["detect_every"] = self.key_every
         return out
 
 

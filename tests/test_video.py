@@ -257,3 +257,15 @@ def test_person_keypoints_option_reaches_the_finder(tmp_path):
     assert kind(dataset="table", person_keypoints="roi") == "roi"
     r = invoke("prepare", "--help")
     assert "--person-keypoints [crop|roi]" in r.output
+
+
+def test_detect_every_defaults_to_a_detection_every_8_video_frames(tmp_path):
+    from pg2kit.prepare import PrepareConfig
+
+    def k(**kw):
+        return PrepareConfig(dataset="video", out=tmp_path, **kw).key_every
+
+    assert k() == 8 and k(every=3) == 2 and k(every=10) == 1
+    assert k(every=3, detect_every=5) == 5 and k(detect_every=1) == 1
+    assert PrepareConfig(dataset="video", out=tmp_path, every=3).shard_params()["detect_every"] == 2
+    assert "detect_every" not in PrepareConfig(dataset="video", out=tmp_path, every=8).shard_params()

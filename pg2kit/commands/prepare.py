@@ -185,12 +185,12 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
 @click.option(
     "--detect-every",
     type=click.IntRange(1, 1000),
-    default=8,
-    show_default=True,
+    default=None,
     metavar="K",
     help="video: look for people with the detector on the first of every K sampled frames and "
     "follow each one through the others where its last keypoints say it is (MediaPipe's own "
-    "tracking; new people are found up to K-1 frames late). 1: detect in every frame.",
+    "tracking; new people are found up to K-1 frames late). 1: detect in every frame. "
+    "Default: 8 // --every (at least 1), a detection every 8 video frames.",
 )
 @click.option(
     "--min-track",

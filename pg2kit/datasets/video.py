@@ -484,10 +484,10 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
             last = 0
             # FRAMES_PER_BATCH frames (K = 1) or segments of K frames per batch, but no more
             # than BATCH_BYTES of decoded frames (two batches are held: one decoded ahead)
-            k = cfg.detect_every
+            k = cfg.key_every
             fit = max(k, BATCH_BYTES // max(1, w * h * 3) // k * k)
             batches = _prefetch(gen, min(FRAMES_PER_BATCH * k, fit))
-            for res, ids in track_frames(batches, cfg.detect_every, run, tracker):
+            for res, ids in track_frames(batches, k, run, tracker):
                 n = sum(not (r or "").startswith(DUPLICATE) for r in res.reasons)
                 stats.persons += n
                 summary.persons_estimated += n
