@@ -584,19 +584,18 @@ def score_video(seed, k, samples, min_track, label) -> dict:
 
 
 def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
-              track_boxes="keypoint", detect_every=1) -> dict:  # fmt: skip
-    """Library mode, the same steps as `prepare video`: detect, estimate and gate every person,
+              detect_every=1) -> dict:  # fmt: skip
+    """Library mode, the same steps as `prepare video`: detect (every `detect_every`-th frame;
+    between, follow each person with the landmark model), estimate and gate every person,
     drop duplicates, track the persons' boxes (pg2kit.tracking.Tracker), keep accepted tracked
     persons, drop short tracks."""
-    from pg2kit.persons import DUPLICATE
+    from dataclasses import replace
+
+    from pg2kit.persons import DUPLICATE, PersonFinder
     from pg2kit.tracking import Tracker
 
     images, truths, k = make_video(people, seed, frames)
     tracker = _SupervisionTracker() if tracker_kind == "supervision" else Tracker()
-    from dataclasses import replace
-
-    from pg2kit.persons import PersonFinder
-
     follower = PersonFinder(replace(finder.config, keypoints="roi"))
     samples = []  # (track, true walker)
     done = []
@@ -607,8 +606,7 @@ def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
             cands, by = [q for q in map(follower.follow, done) if q is not None], follower
         done = by.estimate_all(img, cands)
         done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
-        boxes = np.array([p.detector_box if track_boxes == "detector" else p.box for p in done],
-                         np.float32).reshape(-1, 4)  # fmt: skip
+        boxes = np.array([p.box for p in done], np.float32).reshape(-1, 4)
         ids = tracker.update(f, boxes, np.array([p.score for p in done], np.float32))
         for p, tid in zip(done, ids, strict=True):
             if p.reason is None and tid >= 0:
@@ -826,8 +824,6 @@ def main() -> None:
     ap.add_argument("--video-seeds", default="200,201,202")
     ap.add_argument("--min-track", type=int, default=3, help="as prepare video --min-track")
     ap.add_argument("--tracker", choices=("own", "supervision"), default="own")
-    ap.add_argument("--track-boxes", choices=("keypoint", "detector"), default="keypoint",
-                    help="library video: the boxes the tracker follows")  # fmt: skip
     ap.add_argument("--parts", default="scenes,video,nobody,speed")
     ap.add_argument("--via", choices=("library", "cli", "both"), default="library",
                     help="library: PersonFinder called here; cli: scenes/video written to disk "
@@ -892,7 +888,6 @@ def main() -> None:
             if args.via != "cli":
                 result["video"].append(run_video(finder, people, int(s), args.video_frames,
                                                  args.tracker, args.min_track,
-                                                 args.track_boxes,
                                                  args.detect_every or 1))  # fmt: skip
     if "nobody-video" in parts:
         args.workdir.mkdir(parents=True, exist_ok=True)

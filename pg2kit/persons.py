@@ -219,12 +219,13 @@ class PersonFinder:
         return m
 
     def _landmarks_on_roi(
-        self, image: np.ndarray, person: Person, flip: bool
-    ) -> tuple[float, np.ndarray]:
+        self, image: np.ndarray, person: Person, flip: bool, landmarks: bool = True
+    ) -> tuple[float, np.ndarray | None]:
         """One run of BlazePose's landmark model on the detector's ROI: pose-presence score and
         landmarks (35, 3) = x, y in source pixels (pixel-index convention), visibility in [0, 1],
         refined on the model's heatmap as MediaPipe does (7 x 7 window, confidence >= 0.5); rows
-        33 and 34 are the model's hip centre and size point (MediaPipe's next-frame ROI)."""
+        33 and 34 are the model's hip centre and size point (MediaPipe's next-frame ROI); None
+        when `landmarks` is False (the score alone)."""
         import cv2
 
         it, inp, o_lm, o_flag, o_heat = self._landmark_model()
@@ -239,6 +240,8 @@ class PersonFinder:
         it.set_tensor(inp, (roi.astype(np.float32) / 255.0)[None])
         it.invoke()
         flag = float(np.clip(it.get_tensor(o_flag)[0, 0], 0.0, 1.0))  # already a probability
+        if not landmarks:
+            return flag, None
         raw = it.get_tensor(o_lm)[0].reshape(-1, 5)[:35]
         xy = _refine_on_heatmap(raw[:, :2] / ROI_SIDE, it.get_tensor(o_heat)[0]) * ROI_SIDE
         src = xy @ m[:, :2].T + m[:, 2] - 0.5
@@ -250,7 +253,7 @@ class PersonFinder:
         (a square of side 2.5 body radii around the hip, rotated upright, as MediaPipe crops)."""
         if person.hip is None or person.crown is None or person.size <= 0:
             return float("nan")
-        return self._landmarks_on_roi(image, person, False)[0]
+        return self._landmarks_on_roi(image, person, False, landmarks=False)[0]
 
     def _run_detector(self, tile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A (224, 224, 3) uint8 tile -> raw decoded (2254, 12) in [0, 1] units and scores."""

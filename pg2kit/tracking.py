@@ -57,8 +57,6 @@ class Tracker:
     high_score: detections at or above this start tracks and are matched first; lower ones only
     extend existing tracks. match_iou: least IoU between a predicted track box and a detection.
     max_gap: frames a track survives unmatched (in frame-index units, so `--every N` is fine).
-    horizon: frames over which a track's velocity is extrapolated at most (set it to the step
-    between updates when frames are skipped, e.g. detection on every K-th sampled frame).
     """
 
     def __init__(
@@ -67,13 +65,11 @@ class Tracker:
         match_iou: float = 0.2,
         max_gap: int = 30,
         smoothing: float = 0.6,
-        horizon: int = 5,
     ) -> None:
         self.high_score = high_score
         self.match_iou = match_iou
         self.max_gap = max_gap
         self.smoothing = smoothing
-        self.horizon = horizon
         self._tracks: list[_Track] = []
         self._next_id = 0
         self._last_frame: int | None = None
@@ -97,9 +93,7 @@ class Tracker:
         for group in (high, low):
             if not group or not free_tracks:
                 continue
-            pred = np.stack(
-                [self._tracks[t].predict(frame_index, self.horizon) for t in free_tracks]
-            )
+            pred = np.stack([self._tracks[t].predict(frame_index) for t in free_tracks])
             iou = _similarity(pred, boxes[group])
             matched = _assign(iou, self.match_iou)
             used = set()

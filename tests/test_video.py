@@ -174,7 +174,7 @@ def test_track_frames_detects_every_kth_frame_and_follows_between():
 
     def result(frame):
         box = np.array([[3.0 * frame, 0, 3.0 * frame + 10, 40]], np.float32)
-        return FrameResult(frame, box, np.full(1, 0.9, np.float32), [object()], [None], [])
+        return FrameResult(frame, box, np.full(1, 0.9, np.float32), [object()], [None])
 
     calls = []
 

@@ -106,7 +106,6 @@ class FrameResult:
     scores: np.ndarray  # float32 (N,)
     samples: list  # Found (accepted) or None (rejected), per person
     reasons: list  # None (accepted) or the rejection reason, per person
-    persons: list = field(default_factory=list)  # pg2kit.persons.Person, per person
 
 
 @dataclass
@@ -165,6 +164,13 @@ def frames(cap: Any, every: int, stats: VideoStats) -> Iterator[tuple[int, np.nd
 # ---------------------------------------------------------------- worker side
 
 
+def _distinct(done: list) -> list:
+    """The gated persons of a frame without second detections of one person."""
+    from pg2kit.persons import DUPLICATE
+
+    return [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
+
+
 def _frame_result(task: FrameTask, done: list, size: tuple[int, int], pad: str) -> FrameResult:
     from pg2kit.prepare import DetectedPersons
 
@@ -176,16 +182,13 @@ def _frame_result(task: FrameTask, done: list, size: tuple[int, int], pad: str) 
         samples.append(None if p.reason else maker.sample(image, p, frame=task.frame))
     boxes = np.array([p.box for p in done], np.float32).reshape(-1, 4)
     scores = np.array([p.score for p in done], np.float32)
-    return FrameResult(task.frame, boxes, scores, samples, reasons, done)
+    return FrameResult(task.frame, boxes, scores, samples, reasons)
 
 
 def find_in_frame(task: FrameTask, finder: Any, size: tuple[int, int], pad: str) -> FrameResult:
     """Detect every person of one frame, estimate each one's keypoints on its own crop, gate."""
-    from pg2kit.persons import DUPLICATE
-
     image = task.image
-    done = finder.estimate_all(image, finder.detect(image))  # same order, occlusion gate applied
-    done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
+    done = _distinct(finder.estimate_all(image, finder.detect(image)))
     return _frame_result(task, done, size, pad)
 
 
@@ -204,7 +207,6 @@ def follow_in_frames(segments: list[list[FrameTask]], options: dict, size, pad) 
     detector; keypoints from the landmark model on that ROI, as MediaPipe tracks, with the same
     gates). One list of FrameResult per segment."""
     from pg2kit.keypoint_sources import worker_person_finder
-    from pg2kit.persons import DUPLICATE
 
     finder = worker_person_finder(options)
     follower = worker_person_finder({**options, "keypoints": "roi"})
@@ -218,10 +220,8 @@ def follow_in_frames(segments: list[list[FrameTask]], options: dict, size, pad) 
             else:
                 candidates = [q for q in map(follower.follow, prev) if q is not None]
                 by = follower
-            done = by.estimate_all(image, candidates)
-            done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
-            results.append(_frame_result(task, done, size, pad))
-            prev = done
+            prev = _distinct(by.estimate_all(image, candidates))
+            results.append(_frame_result(task, prev, size, pad))
         out.append(results)
     return out
 
@@ -366,7 +366,7 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from pg2kit import __version__, shards
-    from pg2kit.persons import DUPLICATE, PersonFinder
+    from pg2kit.persons import PersonFinder
     from pg2kit.prepare import (
         Job,
         Plan,
@@ -488,12 +488,10 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
             fit = max(k, BATCH_BYTES // max(1, w * h * 3) // k * k)
             batches = _prefetch(gen, min(FRAMES_PER_BATCH * k, fit))
             for res, ids in track_frames(batches, k, run, tracker):
-                n = sum(not (r or "").startswith(DUPLICATE) for r in res.reasons)
+                n = len(res.samples)
                 stats.persons += n
                 summary.persons_estimated += n
                 for track, found, reason in zip(ids, res.samples, res.reasons, strict=True):
-                    if (reason or "").startswith(DUPLICATE):
-                        continue  # a second detection of one person
                     if track >= 0:
                         seen_tracks.add(track)
                     if reason is None and track < 0:
@@ -528,7 +526,7 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
             continue
         kept_any = False
         for track in sorted(per_track):
-            samples = sorted(per_track[track], key=lambda f: f.frame)
+            samples = per_track[track]  # in frame order (track_frames)
             thinned = thin_track(samples, cfg.min_pose_change, size[0])
             summary.thinned += len(samples) - len(thinned)
             if len(thinned) < cfg.min_track:
