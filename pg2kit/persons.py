@@ -12,6 +12,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -111,9 +112,15 @@ class FinderConfig:
     # keypoints are estimated): rejects textures, objects and parts of people.
     min_presence: float = 0.5
     min_person_px: int = 96  # minimum person height (px) to be accepted
+    # When the detector's body axis (hip -> size point) leans more than this many degrees from
+    # image-up and the presence score on its ROI is under min_presence, the score is taken again
+    # on an upright ROI at the same hip and size (0: never). At some tile scales the detector
+    # gets the size right but the axis wrong (sideways, even pointing down), and an upright
+    # person seen upside down in its ROI scores low.
+    upright_retry_tilt: float = 30.0
     # the detector's box (an extrapolation) may be this fraction of min_person_px and still go on
     # to the estimator; the keypoint box is then held to min_person_px
-    pre_size_fraction: float = 1.0
+    pre_size_fraction: float = 0.8
     max_overlap: float = 0.4  # largest share of a person's box covered by another person's
     edge_tolerance: float = 0.05  # share of the keypoint box's height allowed outside the frame
     # share of the detector box's height allowed outside the frame before the keypoints are
@@ -247,6 +254,18 @@ class PersonFinder:
         src = xy @ m[:, :2].T + m[:, 2] - 0.5
         lm = np.column_stack([src, _sigmoid(raw[:, 3])]).astype(np.float32)
         return flag, lm
+
+    def _upright(self, person: Person) -> Person | None:
+        """`person` with its body axis turned to image-up around the hip, or None when the
+        detector's axis leans less than `upright_retry_tilt` (or the retry is off)."""
+        limit = self.config.upright_retry_tilt
+        if not limit or person.hip is None or person.crown is None or person.size <= 0:
+            return None
+        dx, dy = (float(v) for v in person.crown - person.hip)
+        if math.degrees(math.atan2(abs(dx), -dy)) <= limit:
+            return None
+        crown = (person.hip + np.array([0.0, -person.size])).astype(np.float32)
+        return replace(person, crown=crown)
 
     def presence(self, image: np.ndarray, person: Person) -> float:
         """BlazePose landmark model's pose-presence score in [0, 1] on the detector's body ROI
@@ -431,10 +450,19 @@ class PersonFinder:
         if cfg.keypoints == "roi":
             # the landmark model on the detector's ROI, as is and mirrored: its pose flag is the
             # presence score, its landmarks the keypoints (no second detector run per person)
-            views = [self._landmarks_on_roi(image, p, flip) for flip in (False, True)]
-            pres = views[0][0]
+            def score(q: Person):
+                return [self._landmarks_on_roi(image, q, flip) for flip in (False, True)]
         else:
-            pres = self.presence(image, p)
+            score = partial(self.presence, image)
+        found = score(p)
+        up = self._upright(p)
+        if up is not None and _presence_of(found) < cfg.min_presence:
+            again = score(up)
+            p.quality["presence_tilted"] = _presence_of(found)
+            if _presence_of(again) > _presence_of(found):
+                found, p.crown = again, up.crown
+        pres = _presence_of(found)
+        views = found if cfg.keypoints == "roi" else None
         p.quality["presence"] = pres
         if cfg.min_presence > 0:
             if pres < cfg.min_presence:
@@ -578,11 +606,13 @@ class PersonFinder:
     def follow(self, person: Person) -> Person | None:
         """Where `person` should be looked for in the next video frame, as a detection (box,
         hip, size point) for `estimate_all`, or None when it is not worth following (no person
-        there, or keypoints that say nothing about where it is). With roi keypoints the ROI is
+        there, keypoints that say nothing about where it is, or a person occluded by another,
+        whose ROI holds both and can slide onto the other one). With roi keypoints the ROI is
         the landmark model's own (MediaPipe's tracking); otherwise the detector's geometry is
         moved to the estimated hips."""
         reason = person.reason or ""
-        if reason.startswith((DUPLICATE, "not a person", "no keypoints", "keypoints disagree")):
+        lost = (DUPLICATE, "not a person", "no keypoints", "keypoints disagree", "occluded")
+        if reason.startswith(lost):
             return None
         if person.hip is None or person.crown is None:
             return None
@@ -640,6 +670,12 @@ def _edge_ok(pts, r, cfg, region, at_edge_x, at_edge_y) -> np.ndarray:
     top = at_edge_y[0] | (pts[:, 1] - cfg.top * r >= oy - slack)
     bottom = at_edge_y[1] | (pts[:, 1] + cfg.bottom * r <= oy + rh + slack)
     return left & right & top & bottom
+
+
+def _presence_of(found) -> float:
+    """The presence score from `presence` (a float) or from the roi views (the plain view's
+    pose flag)."""
+    return float(found[0][0]) if isinstance(found, list) else float(found)
 
 
 def _sigmoid(x):

@@ -4,6 +4,7 @@ quality gates, the identity-person rule and crop_person (scenes made from synthe
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -266,6 +267,25 @@ def test_presence_is_low_on_a_wall_and_high_on_a_figure(finder):
     assert finder.presence(img, person) > 0.9
     wall = np.full_like(img, 128)
     assert finder.presence(wall, person) < 0.1  # the model's flag is a probability already
+
+
+def test_a_detection_with_its_axis_pointing_down_is_scored_upright_again(finder):
+    img, truth = _scene([(5, 1, 200, 50, 250)], seed=1)
+    person = max(finder.detect(img), key=lambda p: p.score)
+    # the same hip and size with the axis pointing down: an upside-down ROI (the landmark
+    # model's flag tolerates some rotation, for this figure not this much)
+    down = replace(person, crown=person.hip + (person.hip - person.crown))
+    assert finder.presence(img, down) < 0.5
+    no_retry = PersonFinder(finder.config, upright_retry_tilt=0)
+    assert no_retry.estimate(img, down).reason.startswith("not a person")
+    p = finder.estimate(img, down)
+    assert p.reason is None, p.reason
+    assert p.quality["presence_tilted"] < 0.5 < p.quality["presence"]
+    np.testing.assert_allclose(p.crown, p.hip - [0, person.size], atol=1e-3)  # upright now
+    # a person leaning less than the limit keeps its own axis: no second score
+    lean = np.array([np.sin(np.radians(20)), -np.cos(np.radians(20))]) * person.size
+    assert finder._upright(replace(person, crown=person.hip + lean)) is None
+    assert "presence_tilted" not in finder.estimate(img, person).quality
 
 
 def test_heatmap_refinement_moves_only_confident_landmarks():
