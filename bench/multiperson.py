@@ -729,7 +729,6 @@ def run_nobody_video(data: Path, workdir: Path, workers: int, frames: int = 16, 
     """Each no-person image as a clip of `frames` frames (the image panned 1 px per frame, so
     the frames differ), all in one folder through `pg2kit prepare video` (defaults): samples
     written (the target is 0)."""
-    import json as _json
     import shutil
 
     src, out = workdir / "nobody_videos", workdir / "nobody_videos_out"
@@ -748,13 +747,12 @@ def run_nobody_video(data: Path, workdir: Path, workers: int, frames: int = 16, 
     rc = _run_cli(["prepare", "video", str(src), "-o", str(out), "--workers", str(workers),
                    "--quiet", *extra], workdir / "nobody_videos.log")  # fmt: skip
     samples = _read_samples(out) if rc == 0 else []
-    summary = {}
-    if (out / "manifest.json").exists():
-        summary = _json.loads((out / "manifest.json").read_text()).get("video_summary", {})
+    # prepare's closing summary (also when it wrote nothing and so left no manifest)
+    closing = [line for line in (workdir / "nobody_videos.log").read_text().splitlines()
+               if line.startswith(("videos ", "rejections:"))]  # fmt: skip
     videos = sorted({Path(str(s["source_path"])).stem for s in samples})
     print(f"no-person videos: {len(names)} clips of {frames} frames, exit {rc}, samples written "
-          f"{len(samples)} {videos}; persons estimated {summary.get('persons_estimated')}, "
-          f"rejections {summary.get('rejections')}")  # fmt: skip
+          f"{len(samples)} {videos}; prepare's summary: {' / '.join(closing)}")  # fmt: skip
     return {"clips": len(names), "samples": len(samples), "videos_with_samples": videos, "rc": rc}
 
 
