@@ -282,6 +282,10 @@ def test_a_detection_with_its_axis_pointing_down_is_scored_upright_again(finder)
     assert p.reason is None, p.reason
     assert p.quality["presence_tilted"] < 0.5 < p.quality["presence"]
     np.testing.assert_allclose(p.crown, p.hip - [0, person.size], atol=1e-3)  # upright now
+    # with roi keypoints the landmark model's views are taken again upright too
+    r = PersonFinder(finder.config, keypoints="roi").estimate(img, down)
+    assert r.reason is None and r.quality["presence_tilted"] < 0.5 < r.quality["presence"]
+    assert np.abs(r.keypoints[8] - p.keypoints[8]).max() < 0.1 * person.size  # same hip found
     # a person leaning less than the limit keeps its own axis: no second score
     lean = np.array([np.sin(np.radians(20)), -np.cos(np.radians(20))]) * person.size
     assert finder._upright(replace(person, crown=person.hip + lean)) is None
