@@ -423,6 +423,7 @@ class PersonFinder:
         if x1 - x0 < 8 or y1 - y0 < 8:
             p.reason = "cut by the frame edge"
             return p
+
         # The detector's box is extrapolated from the hip and body size and often overshoots a
         # person standing near the frame edge: before estimating only reject a box leaving the
         # frame by more than `pre_edge_tolerance` of its height; the keypoint box decides after.

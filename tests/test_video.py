@@ -270,4 +270,6 @@ def test_detect_every_defaults_to_a_detection_every_8_video_frames(tmp_path):
     assert k() == 8 and k(every=3) == 2 and k(every=10) == 1
     assert k(every=3, detect_every=5) == 5 and k(detect_every=1) == 1
     assert PrepareConfig(dataset="video", out=tmp_path, every=3).shard_params()["detect_every"] == 2
-    assert "detect_every" not in PrepareConfig(dataset="video", out=tmp_path, every=8).shard_params()
+    assert (
+        "detect_every" not in PrepareConfig(dataset="video", out=tmp_path, every=8).shard_params()
+    )
