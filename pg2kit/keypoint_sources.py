@@ -75,7 +75,7 @@ def worker_person_finder(options: dict[str, Any]) -> Any:
         from pg2kit.persons import PersonFinder
 
         while len(_WORKER_FINDERS) >= 4:
-            _WORKER_FINDERS.pop(next(iter(_WORKER_FINDERS)))
+            _WORKER_FINDERS.pop(next(iter(_WORKER_FINDERS))).close()
         _WORKER_FINDERS[key] = PersonFinder(**options)
     return _WORKER_FINDERS[key]
 

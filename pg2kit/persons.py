@@ -12,7 +12,6 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -448,22 +447,23 @@ class PersonFinder:
         cfg = self.config
         h, w = image.shape[:2]
         x0, y0, x1, y1 = crop_box
-        if cfg.keypoints == "roi":
-            # the landmark model on the detector's ROI, as is and mirrored: its pose flag is the
-            # presence score, its landmarks the keypoints (no second detector run per person)
-            def score(q: Person):
-                return [self._landmarks_on_roi(image, q, flip) for flip in (False, True)]
-        else:
-            score = partial(self.presence, image)
-        found = score(p)
-        up = self._upright(p)
-        if up is not None and _presence_of(found) < cfg.min_presence:
-            again = score(up)
-            p.quality["presence_tilted"] = _presence_of(found)
-            if _presence_of(again) > _presence_of(found):
-                found, p.crown = again, up.crown
-        pres = _presence_of(found)
-        views = found if cfg.keypoints == "roi" else None
+
+        def look(q: Person) -> tuple[float, list | None]:
+            """Presence score on q's ROI and, with roi keypoints, the landmark model's views
+            (as is and mirrored; the plain view's pose flag is the presence score, its landmarks
+            the keypoints: no second detector run per person)."""
+            if cfg.keypoints != "roi":
+                return self.presence(image, q), None
+            views = [self._landmarks_on_roi(image, q, flip) for flip in (False, True)]
+            return views[0][0], views
+
+        pres, views = look(p)
+        up = self._upright(p) if pres < cfg.min_presence else None
+        if up is not None:
+            p.quality["presence_tilted"] = pres
+            pres_up, views_up = look(up)
+            if pres_up > pres:
+                pres, views, p.crown = pres_up, views_up, up.crown
         p.quality["presence"] = pres
         if cfg.min_presence > 0:
             if pres < cfg.min_presence:
@@ -671,12 +671,6 @@ def _edge_ok(pts, r, cfg, region, at_edge_x, at_edge_y) -> np.ndarray:
     top = at_edge_y[0] | (pts[:, 1] - cfg.top * r >= oy - slack)
     bottom = at_edge_y[1] | (pts[:, 1] + cfg.bottom * r <= oy + rh + slack)
     return left & right & top & bottom
-
-
-def _presence_of(found) -> float:
-    """The presence score from `presence` (a float) or from the roi views (the plain view's
-    pose flag)."""
-    return float(found[0][0]) if isinstance(found, list) else float(found)
 
 
 def _sigmoid(x):

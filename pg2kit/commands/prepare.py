@@ -261,8 +261,9 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
 def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, map_sigma,
             mask_radius, store_maps, min_visibility, workers, shard_size, compression,
             test_identities, synthetic_ids, synthetic_poses, seed, min_person_px, pad, allow_cut,
-            person_keypoints, no_detect, every, detect_every, min_track, min_pose_change, max_pixels, min_image_px, backend,
-            scheduler, ray_address, retries, overwrite, quiet):  # fmt: skip
+            person_keypoints, no_detect, every, detect_every, min_track, min_pose_change,
+            max_pixels, min_image_px, backend, scheduler, ray_address, retries, overwrite,
+            quiet):  # fmt: skip
     """Read DATASET from SRC and write training-ready HDF5 shards to OUT.
 
     DATASET is market1501 (the Market-1501 root), deepfashion (the In-shop root, or a folder of
@@ -308,8 +309,8 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
         overwrite=overwrite, compression=compression, estimator_options=options,
         test_identities=test_identities, synthetic_ids=synthetic_ids,
         synthetic_poses=synthetic_poses, seed=seed, min_person_px=min_person_px, pad=pad,
-        allow_cut=allow_cut, person_keypoints=person_keypoints, detect=not no_detect, every=every, detect_every=detect_every,
-        min_track=min_track,
+        allow_cut=allow_cut, person_keypoints=person_keypoints, detect=not no_detect,
+        every=every, detect_every=detect_every, min_track=min_track,
         min_pose_change=min_pose_change,
         max_pixels=max_pixels, min_image_px=min_image_px, backend=backend, scheduler=scheduler,
         ray_address=ray_address, retries=retries,

@@ -238,21 +238,23 @@ def track_frames(
     feed `tracker` in frame order. `run` returns one result per item, in order.
     """
     k = max(1, int(detect_every))
+
+    def tracked(results):
+        for res in results:
+            yield res, [int(t) for t in tracker.update(res.frame, res.boxes, res.scores)]
+
     carry: list[FrameTask] = []  # frames of a segment cut by the batch end
     for batch in batches:
         if k == 1:
-            results = run("detect", batch)
-        else:
-            seq = carry + batch
-            full = len(seq) // k * k
-            carry = seq[full:]
-            found = run("follow", [seq[i : i + k] for i in range(0, full, k)]) if full else []
-            results = [res for segment in found for res in segment]
-        for res in results:
-            yield res, [int(t) for t in tracker.update(res.frame, res.boxes, res.scores)]
+            yield from tracked(run("detect", batch))
+            continue
+        seq = carry + batch
+        full = len(seq) // k * k
+        carry = seq[full:]
+        found = run("follow", [seq[i : i + k] for i in range(0, full, k)]) if full else []
+        yield from tracked(res for segment in found for res in segment)
     if carry:  # the video's last, shorter segment
-        for res in run("follow", [carry])[0]:
-            yield res, [int(t) for t in tracker.update(res.frame, res.boxes, res.scores)]
+        yield from tracked(run("follow", [carry])[0])
 
 
 # ---------------------------------------------------------------- parent side
