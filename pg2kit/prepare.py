@@ -116,6 +116,8 @@ class PrepareConfig:
             out["allow_cut"] = True
         if self.dataset == "video" and self.key_every != 1:  # likewise
             out["detect_every"] = self.key_every
+        if self.person_keypoints != "crop":  # likewise: roi keypoints are other samples
+            out["person_keypoints"] = self.person_keypoints
         return out
 
 

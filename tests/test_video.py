@@ -259,6 +259,12 @@ def test_person_keypoints_option_reaches_the_finder(tmp_path):
     assert kind(dataset="table", person_keypoints="roi") == "roi"
     r = invoke("prepare", "--help")
     assert "--person-keypoints [crop|roi]" in r.output
+    # a folder prepared with crop keypoints is not taken as prepared with roi ones (and outputs
+    # prepared before the option still match)
+    params = PrepareConfig(dataset="folder", out=tmp_path).shard_params()
+    assert "person_keypoints" not in params
+    roi = PrepareConfig(dataset="folder", out=tmp_path, person_keypoints="roi").shard_params()
+    assert roi == {**params, "person_keypoints": "roi"}
 
 
 def test_detect_every_defaults_to_a_detection_every_8_video_frames(tmp_path):
