@@ -80,6 +80,18 @@ def worker_person_finder(options: dict[str, Any]) -> Any:
     return _WORKER_FINDERS[key]
 
 
+def persons_version(options: dict[str, Any]) -> str:
+    """`estimator_version` of keypoints found by pg2kit.persons with these options: the person
+    finder's settings (defaults included) and the estimator's behind them, so that a prepared
+    folder made before a default changed is not taken for one made now. Reads settings only:
+    no model is loaded."""
+    from pg2kit.estimators import make_estimator
+    from pg2kit.persons import PersonFinder
+
+    cfg = PersonFinder(**options).config
+    return f"persons-{cfg.tag()}+{make_estimator('mediapipe', **cfg.estimator_options).version}"
+
+
 class EstimatorKeypoints:
     """MediaPipe keypoints of the whole image, estimated in the worker (picklable, light)."""
 

@@ -497,7 +497,10 @@ def plan_prepare(cfg: PrepareConfig) -> Plan:
         "pg2kit_version": __version__,
     }
     if isinstance(finder, DetectedPersons):
+        from pg2kit.keypoint_sources import persons_version
+
         attrs["person_finder"] = "pg2kit.persons"
+        attrs["estimator_version"] = persons_version(finder.options)
     if cfg.compression == "auto":  # chosen by bench/shard_io.py: images barely compress
         compression = {"image": "none", "mask": "gzip1", "pose_map": "gzip1"}
     else:
@@ -520,10 +523,37 @@ def plan_prepare(cfg: PrepareConfig) -> Plan:
                         f"{out} holds shards made with other settings ({path.name}); "
                         "use --overwrite to redo them or choose another -o"
                     )
+                check_keypoints_version(out, path, marker, attrs["estimator_version"])
                 plan.done[(split, k)] = marker
             else:
                 plan.todo.append((split, k, tasks[k * cfg.shard_size : (k + 1) * cfg.shard_size]))
     return plan
+
+
+def stored_keypoints_version(path: Path, marker: dict[str, Any]) -> str | None:
+    """The `estimator_version` a finished shard was made with: its marker's record, or for
+    shards written before markers recorded it, the shard's own attribute (None if unreadable)."""
+    if "keypoints_version" in marker:
+        return marker["keypoints_version"]
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return str(f.attrs["estimator_version"])
+    except (OSError, KeyError):
+        return None
+
+
+def check_keypoints_version(out: Path, path: Path, marker: dict[str, Any], now: str) -> None:
+    """Refuse to build on a shard whose keypoints came from other person-finder or estimator
+    settings: same command-line settings, but pg2kit's defaults changed since it was written."""
+    made = stored_keypoints_version(path, marker)
+    if made != now:
+        raise PrepareError(
+            f"{out} holds shards whose keypoints were found with other settings ({path.name}: "
+            f"{made or 'unknown'}, now {now}; pg2kit's person finder or estimator defaults "
+            "changed since they were written); use --overwrite to redo them or choose another -o"
+        )
 
 
 # ---------------------------------------------------------------- parent side: run and write
@@ -595,6 +625,7 @@ def write_shard(plan: Plan, key: tuple[str, int], parts: list[ChunkResult]) -> N
     arrays = _concat([p.arrays for p in parts])
     marker = {
         "params": plan.params,
+        "keypoints_version": plan.attrs["estimator_version"],
         "failures": [list(f) for p in parts for f in p.failures],
         "no_person": sum(p.no_person for p in parts),
     }

@@ -1,6 +1,7 @@
 """`prepare` end to end on generated data: shards, manifest, failures, resume after SIGKILL."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -52,6 +53,18 @@ def test_synthetic_prepare(tmp_path):
     # a re-run keeps everything; changed settings without --overwrite are refused
     again = run_prepare(cfg, progress=False)
     assert again["splits"] == manifest["splits"]
+    # also where only the keypoints' version differs (the estimator's or person finder's
+    # defaults changed); a marker written before markers recorded it is checked against the
+    # shard's own attribute
+    marker = shards.marker_path(tmp_path / "shards" / "train-00001.h5")
+    info = json.loads(marker.read_text())
+    assert info.pop("keypoints_version") == shards.shard_attrs(tmp_path)["estimator_version"]
+    marker.write_text(json.dumps(info))
+    assert run_prepare(cfg, progress=False)["splits"] == manifest["splits"]
+    marker.write_text(json.dumps({**info, "keypoints_version": "0.0.1"}))
+    with pytest.raises(PrepareError, match="keypoints were found with other settings"):
+        run_prepare(cfg, progress=False)
+    marker.write_text(json.dumps(info))
     cfg.mask_radius = 7
     with pytest.raises(PrepareError, match="other settings"):
         run_prepare(cfg, progress=False)
@@ -375,3 +388,10 @@ def test_folder_multi_person_photos_keep_the_identity_person(tmp_path):
     assert {r["path"] for r in rows} <= {"anna/a.png", "anna/b.png"} and rows
     assert all(r["reason"].startswith("person ") for r in rows)
     assert shards.shard_attrs(out)["person_finder"] == "pg2kit.persons"
+    # the shards name the person finder's settings, defaults included, and the estimator's
+    from pg2kit.keypoint_sources import persons_version
+
+    version = shards.shard_attrs(out)["estimator_version"]
+    assert version == persons_version({}) and version.startswith("persons-")
+    assert persons_version({"pre_size_fraction": 1.0}) != version
+    assert persons_version({"estimator_options": {"agree": 0.4}}) != version

@@ -246,6 +246,19 @@ def test_video_detect_every_keeps_tracks_and_samples_between_detections(tmp_path
         assert len(set(nearest.tolist())) == 1, (ident, cx, truth)
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["params"]["detect_every"] == 3
+    # the same command again finds it done; after a change of the person finder's or the
+    # estimator's defaults (a stale version in a shard's marker) it is refused, not resumed
+    again = ("prepare", "video", path, "-o", data, "--workers", 1, "--min-track", 3,
+             "--detect-every", 3)  # fmt: skip
+    r = invoke(*again)
+    assert r.exit_code == 0 and "already prepared" in r.output, r.output
+    marker = shards.marker_path(sorted((data / "shards").glob("*.h5"))[0])
+    info = json.loads(marker.read_text())
+    assert info["keypoints_version"] == shards.shard_attrs(data)["estimator_version"]
+    marker.write_text(json.dumps({**info, "keypoints_version": "persons-0ld"}))
+    r = invoke(*again)
+    assert r.exit_code != 0 and "keypoints were found with other settings" in r.output, r.output
+    assert "persons-0ld" in r.output and "--overwrite" in r.output
 
 
 def test_person_keypoints_option_reaches_the_finder(tmp_path):

@@ -368,13 +368,14 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     from pg2kit import __version__, shards
-    from pg2kit.persons import PersonFinder
+    from pg2kit.keypoint_sources import persons_version
     from pg2kit.prepare import (
         Job,
         Plan,
         PrepareError,
         _default_pad,
         _person_options,
+        check_keypoints_version,
         run_tasks,
         sample_arrays,
         write_shard,
@@ -395,12 +396,17 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
         log(f"note: {note}")
     out = Path(cfg.out)
     params = cfg.shard_params()
+    options = _person_options(cfg)
+    version = persons_version(options)
     existing = sorted((out / shards.SHARD_DIR).glob("*.h5"))
     markers = [shards.read_marker(p) for p in existing]
     if existing and not cfg.overwrite:
         if any(m is not None and m.get("params") != params for m in markers):
             raise PrepareError(f"{out} holds shards made with other settings; use --overwrite "
                                "to redo them or choose another -o")  # fmt: skip
+        for path, m in zip(existing, markers, strict=True):
+            if m is not None:
+                check_keypoints_version(out, path, m, version)
         if all(markers) and (out / shards.MANIFEST).exists():
             try:
                 manifest = shards.load_manifest(out)
@@ -415,8 +421,6 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
     (out / shards.PAIRS).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
 
-    options = _person_options(cfg)
-    finder = PersonFinder(**options)  # its settings name the estimator version; it runs nowhere
     size = adapter.frame[:2]
     job = Job(adapter=adapter, finder=None, source=None, frame=adapter.frame,
               map_kind=cfg.map_kind, map_radius=cfg.map_radius, map_sigma=cfg.map_sigma,
@@ -427,7 +431,7 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
         "keypoint_layout": "openpose-coco18", "keypoint_order": "xy",
         "map_kind": cfg.map_kind, "map_radius": cfg.map_radius, "map_sigma": cfg.map_sigma,
         "mask_radius": cfg.mask_radius, "estimator": "mediapipe",
-        "estimator_version": f"persons-{finder.config.tag()}",
+        "estimator_version": version,
         "frame_height": size[0], "frame_width": size[1], "frame_x_offset": 0,
         "pg2kit_version": __version__, "person_finder": "pg2kit.persons",
     }  # fmt: skip
