@@ -56,21 +56,27 @@ def _annotations(data: Path) -> dict[str, np.ndarray]:
     return out
 
 
+_SEGMENTER = None
+
+
 def _df_matte(img: np.ndarray) -> np.ndarray:
-    """Foreground mask of a DeepFashion studio photo: differs from the wall colour."""
-    border = np.concatenate(
-        [img[:4].reshape(-1, 3), img[:, :4].reshape(-1, 3), img[:, -4:].reshape(-1, 3)]
-    )
-    wall = np.median(border, axis=0)
-    diff = np.abs(img.astype(np.int16) - wall).max(axis=2)
-    mask = (diff > 28).astype(np.uint8)
-    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+    """Foreground mask of a DeepFashion studio photo: MediaPipe's selfie segmentation (in the
+    mediapipe wheel) > 0.5, its largest component, holes filled. The first version thresholded
+    the difference from the wall colour and lost light clothes on the light wall: on 17 of the 52
+    full-body photos some annotated keypoints fell outside its matte (a white top or dress cut
+    away, legs pasted as a "person"); with the segmenter, none does."""
+    global _SEGMENTER
+    if _SEGMENTER is None:
+        import mediapipe as mp
+
+        _SEGMENTER = mp.solutions.selfie_segmentation.SelfieSegmentation(model_selection=0)
+    prob = _SEGMENTER.process(np.ascontiguousarray(img)).segmentation_mask
+    mask = (prob > 0.5).astype(np.uint8)
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask)
     if n <= 1:
         return mask.astype(bool)
     big = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     mask = (lab == big).astype(np.uint8)
-    # fill holes (white shirts on a white wall)
     cnts, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(mask, cnts, -1, 1, thickness=-1)
     return mask.astype(bool)
