@@ -52,11 +52,14 @@ class _Track:
 
 
 class Tracker:
-    """Online tracker: `update(frame_index, boxes, scores)` -> track id per box (-1 unassigned).
+    """Online tracker: `update(frame_index, boxes, scores, starts)` -> track id per box (-1
+    unassigned).
 
-    high_score: detections at or above this start tracks and are matched first; lower ones only
-    extend existing tracks. match_iou: least IoU between a predicted track box and a detection.
-    max_gap: frames a track survives unmatched (in frame-index units, so `--every N` is fine).
+    starts: which boxes may start a track; they are matched first, the others only extend
+    existing tracks. By default the boxes scoring at least high_score (ByteTrack's rule);
+    `prepare video` passes the persons that passed every gate, whatever their detector score.
+    match_iou: least IoU between a predicted track box and a detection. max_gap: frames a track
+    survives unmatched (in frame-index units, so `--every N` is fine).
     """
 
     def __init__(
@@ -75,21 +78,28 @@ class Tracker:
         self._last_frame: int | None = None
 
     def update(
-        self, frame_index: int, boxes: np.ndarray, scores: np.ndarray | None = None
+        self,
+        frame_index: int,
+        boxes: np.ndarray,
+        scores: np.ndarray | None = None,
+        starts: np.ndarray | None = None,
     ) -> np.ndarray:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
         n = len(boxes)
         scores = np.ones(n) if scores is None else np.asarray(scores, np.float64).reshape(-1)
         if len(scores) != n:
             raise ValueError(f"{n} boxes but {len(scores)} scores")
+        starts = scores >= self.high_score if starts is None else np.asarray(starts, bool)
+        if starts.shape != (n,):
+            raise ValueError(f"{n} boxes but {starts.size} starts")
         if self._last_frame is not None and frame_index <= self._last_frame:
             raise ValueError(f"frame indices must increase: {frame_index} after {self._last_frame}")
         self._last_frame = frame_index
         self._tracks = [t for t in self._tracks if frame_index - t.frame <= self.max_gap]
         ids = np.full(n, -1, np.int64)
         free_tracks = list(range(len(self._tracks)))
-        high = [i for i in range(n) if scores[i] >= self.high_score]
-        low = [i for i in range(n) if scores[i] < self.high_score]
+        high = [i for i in range(n) if starts[i]]
+        low = [i for i in range(n) if not starts[i]]
         for group in (high, low):
             if not group or not free_tracks:
                 continue
@@ -141,11 +151,12 @@ def _assign(iou: np.ndarray, min_iou: float) -> list[tuple[int, int]]:
 
 
 def track(
-    detections: Iterable[tuple[int, np.ndarray, np.ndarray]] | Sequence,
+    detections: Iterable[tuple] | Sequence,
     **options: float,
 ) -> list[np.ndarray]:
-    """Offline: [(frame_index, boxes (N, 4), scores (N,)), ...] in frame order -> ids per frame."""
+    """Offline: [(frame_index, boxes (N, 4), scores (N,)[, starts (N,)]), ...] in frame order
+    -> ids per frame."""
     tracker = Tracker(**options)
-    out = [tracker.update(f, b, s) for f, b, s in detections]
+    out = [tracker.update(*d) for d in detections]
     tracker.finish()
     return out

@@ -52,6 +52,20 @@ def test_low_scores_extend_but_never_start_tracks():
     assert t.update(2, np.array([_box(102, 100)]), np.array([0.3]))[0] == start
 
 
+def test_starts_decide_which_boxes_may_start_a_track():
+    """prepare video: a person who passed every gate starts a track at any detector score; a
+    rejected candidate, even a confident one, only keeps an existing track alive."""
+    t = Tracker(high_score=0.5)
+    ids = t.update(0, np.array([_box(100, 100), _box(300, 100)]), np.array([0.35, 0.95]),
+                   np.array([True, False]))  # fmt: skip
+    assert ids[0] >= 0 and ids[1] == -1
+    start = ids[0]
+    # the accepted person, rejected in one frame, keeps its track (matched in the second round)
+    assert t.update(1, np.array([_box(103, 100)]), np.array([0.9]), np.array([False]))[0] == start
+    with pytest.raises(ValueError, match="starts"):
+        t.update(2, np.array([_box(103, 100)]), np.array([0.9]), np.array([True, False]))
+
+
 def test_bad_input():
     t = Tracker()
     t.update(5, np.zeros((0, 4)))

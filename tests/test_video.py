@@ -199,6 +199,18 @@ def test_track_frames_detects_every_kth_frame_and_follows_between():
     assert {kind for kind, _ in calls} == {"detect"}
     assert [r.frame for r, _ in out] == list(range(11))
 
+    # a person accepted by the gates starts a track at a low detector score (0.35); a rejected
+    # candidate does not, however confident the detector
+    def detect(kind, items):
+        return [FrameResult(t.frame, np.array([[3.0 * t.frame, 0, 3.0 * t.frame + 10, 40],
+                                               [200, 0, 210, 40]], np.float32),
+                            np.array([0.35, 0.95], np.float32), [object(), None],
+                            [None, "not a person: pose presence 0.12 < 0.5"])
+                for t in items]  # fmt: skip
+
+    out = list(track_frames(iter(batches), 1, detect, Tracker()))
+    assert {ids[0] for _, ids in out} == {0} and {ids[1] for _, ids in out} == {-1}
+
 
 def test_follow_moves_the_roi_with_the_person():
     from pg2kit.persons import Person, PersonFinder

@@ -241,7 +241,12 @@ def track_frames(
 
     def tracked(results):
         for res in results:
-            yield res, [int(t) for t in tracker.update(res.frame, res.boxes, res.scores)]
+            # a person who passed every gate may start a track, whatever its detector score
+            # (persons accepted at scores 0.3-0.5 were found and then never tracked); rejected
+            # candidates only keep tracks alive
+            starts = [reason is None for reason in res.reasons]
+            ids = tracker.update(res.frame, res.boxes, res.scores, starts)
+            yield res, [int(t) for t in ids]
 
     carry: list[FrameTask] = []  # frames of a segment cut by the batch end
     for batch in batches:
@@ -500,8 +505,6 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
                 for track, found, reason in zip(ids, res.samples, res.reasons, strict=True):
                     if track >= 0:
                         seen_tracks.add(track)
-                    if reason is None and track < 0:
-                        reason = "not tracked: detector score too low to start a track"
                     if reason is not None:
                         summary.rejections[_reason_key(reason)] += 1
                         who = f"track {track}" if track >= 0 else "untracked person"
