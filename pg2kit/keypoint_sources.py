@@ -86,9 +86,9 @@ def persons_version(options: dict[str, Any]) -> str:
     folder made before a default changed is not taken for one made now. Reads settings only:
     no model is loaded."""
     from pg2kit.estimators import make_estimator
-    from pg2kit.persons import PersonFinder
+    from pg2kit.persons import FinderConfig
 
-    cfg = PersonFinder(**options).config
+    cfg = FinderConfig(**options)
     return f"persons-{cfg.tag()}+{make_estimator('mediapipe', **cfg.estimator_options).version}"
 
 
