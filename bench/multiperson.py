@@ -171,6 +171,7 @@ def covered(a, b) -> float:
 
 def make_scene(rng: np.random.Generator, people: list[dict]) -> tuple[np.ndarray, list[dict]]:
     img = background(rng)
+    labels = np.full((H, W), -1, np.int16)  # visible pixels: index of the person painted there
     n = int(rng.integers(1, 7))
     truth: list[dict] = []
     for _ in range(n):
@@ -189,8 +190,9 @@ def make_scene(rng: np.random.Generator, people: list[dict]) -> tuple[np.ndarray
             y = int(rng.integers(0, max(1, H - height)))
         if rng.random() < 0.08:  # now and then someone cut by the frame edge
             y = H - int(height * rng.uniform(0.5, 0.85))
-        box = paste(img, p, x, y, height)
-        truth.append({"box": box, "height": height, "id": p["id"]})
+        box = paste(img, p, x, y, height, labels, len(truth))
+        truth.append({"box": box, "height": height, "id": p["id"], "labels": labels,
+                      "label": len(truth)})  # fmt: skip
     for t in truth:
         b = t["box"]
         t["overlap"] = max((covered(b, o["box"]) for o in truth if o is not t), default=0.0)
@@ -262,10 +264,8 @@ def score_scene(persons, truth) -> dict:
             res["tp"] += 1
             res["no_keypoints"] += 1
             continue
-        counts = owner_counts(p.keypoints, truth)
-        n = int((p.keypoints[:, 0] >= 0).sum())
-        owner = int(np.argmax(counts)) if len(truth) else -1
-        if owner < 0 or counts[owner] < 0.5 * n or owner in taken:
+        owner = owner_index(p.keypoints, truth)
+        if owner < 0 or owner in taken:
             res["fp"] += 1
             continue
         taken.add(owner)
@@ -534,17 +534,20 @@ def make_video(people, seed, frames) -> tuple[list[np.ndarray], list[list[dict]]
             x = int(wk["x"] + wk["v"] * f)
             h = int(wk["h"])
             box = paste(img, wk["p"], x, int(wk["feet"] - h), h, labels, wk["id"])
-            truth.append({"box": box, "height": h, "id": wk["id"], "labels": labels})
+            truth.append({"box": box, "height": h, "id": wk["id"], "labels": labels,
+                          "label": wk["id"]})  # fmt: skip
         images.append(img)
         truths.append(truth)
     return images, truths, k
 
 
-def _owner(kp: np.ndarray, truth: list[dict]) -> int:
-    """The true walker a sample shows: among those whose box holds >= half of its keypoints,
-    the one whose visible pixels (label map; 3 px slack) hold most of them. Where two people
-    stand one in front of the other their boxes nearly coincide, and box counts alone (the
-    first version) gave the sample to whoever came first in the list."""
+def owner_index(kp: np.ndarray, truth: list[dict]) -> int:
+    """Index of the true person a keypoint set shows (-1: none): among those whose box holds
+    >= half of its keypoints, the one whose visible pixels (label map; 3 px slack) hold most of
+    them. Where one person stands in front of another their boxes overlap or nest, and box
+    counts alone (the first version) gave the keypoints to whoever came first in the list (in a
+    scene, a small person pasted over a tall one's legs was scored as the tall one, and the tall
+    one's own detection as a false positive)."""
     counts = owner_counts(kp, truth)
     n = (kp[:, 0] >= 0).sum()
     ok = [j for j in range(len(truth)) if counts[j] >= 0.5 * n]
@@ -552,18 +555,24 @@ def _owner(kp: np.ndarray, truth: list[dict]) -> int:
         return -1
     labels = truth[0].get("labels")
     if labels is None or len(ok) == 1:
-        return truth[max(ok, key=lambda j: counts[j])]["id"]
-    votes = dict.fromkeys((truth[j]["id"] for j in ok), 0)
+        return max(ok, key=lambda j: counts[j])
+    votes = dict.fromkeys(ok, 0)
     for x, y in kp[kp[:, 0] >= 0]:
         xi, yi = int(round(float(x))), int(round(float(y)))
         near = labels[max(0, yi - 3) : yi + 4, max(0, xi - 3) : xi + 4]
-        for wid in votes:
-            votes[wid] += bool((near == wid).any())
+        for j in ok:
+            votes[j] += bool((near == truth[j]["label"]).any())
     best = max(votes.values())
     if best == 0:
-        return truth[max(ok, key=lambda j: counts[j])]["id"]
+        return max(ok, key=lambda j: counts[j])
     # ties between visible persons: the nearer one (painted later) wins
-    return [wid for wid in (truth[j]["id"] for j in ok) if votes[wid] == best][-1]
+    return [j for j in ok if votes[j] == best][-1]
+
+
+def _owner(kp: np.ndarray, truth: list[dict]) -> int:
+    """The true walker (id) a video sample shows, or -1."""
+    j = owner_index(kp, truth)
+    return truth[j]["id"] if j >= 0 else -1
 
 
 def score_video(seed, k, samples, min_track, label) -> dict:
@@ -608,10 +617,10 @@ def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
     done = []
     for f, (img, truth) in enumerate(zip(images, truths, strict=True)):
         if f % detect_every == 0:  # as prepare video --detect-every (follow_in_frames)
-            cands, by = finder.detect(img), finder
+            done = finder.find(img)
         else:
-            cands, by = [q for q in map(follower.follow, done) if q is not None], follower
-        done = by.estimate_all(img, cands)
+            cands = [q for q in map(follower.follow, done) if q is not None]
+            done = follower.estimate_all(img, cands)
         done = [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
         boxes = np.array([p.box for p in done], np.float32).reshape(-1, 4)
         scores = np.array([p.score for p in done], np.float32)
