@@ -1,7 +1,9 @@
 """Find every person in an RGB image and estimate each one's keypoints on their own crop.
 
 Detector: BlazePose's own SSD person detector (`pose_detection.tflite` inside the mediapipe wheel,
-run with the `ai-edge-litert` interpreter) over a pyramid of overlapping tiles. Keypoints: the
+run with the `ai-edge-litert` interpreter) over a pyramid of overlapping tiles; where no accepted
+person is, MediaPipe's selfie segmentation (also inside the wheel) on square tiles proposes more
+(a person-shaped mask component becomes a candidate with its own box). Keypoints: the
 MediaPipeEstimator on a crop around each detected person, mapped back to source pixels, then
 quality gates (size, frame edge, occlusion, keypoints/detector agreement) set `Person.reason`.
 """
@@ -20,6 +22,7 @@ from pg2kit.keypoints import NUM_KEYPOINTS
 
 DETECTOR_INPUT = 224  # the detector's square input side (pixels)
 ROI_SIDE = 256  # the landmark model's square input side (pixels)
+SEGMENT_INPUT = 256  # the selfie segmentation model's square input side (pixels)
 # Detector output: 12 values per anchor = face box (cx, cy, w, h) + 4 keypoints (x, y):
 # 0 mid-hip, 1 a point beyond the head whose distance to the hip gives the body's size and
 # rotation (MediaPipe's full-body ROI is a square of side 2 * |kp1 - kp0| around the hip),
@@ -33,10 +36,14 @@ def _model_path(kind: str = "pose_detection") -> str:
     """Path of a BlazePose model inside the installed mediapipe wheel (never downloaded)."""
     import mediapipe
 
-    sub = {"pose_detection": "pose_detection", "pose_landmark_full": "pose_landmark"}[kind]
+    sub = {
+        "pose_detection": "pose_detection",
+        "pose_landmark_full": "pose_landmark",
+        "selfie_segmentation": "selfie_segmentation",
+    }[kind]
     path = os.path.join(os.path.dirname(mediapipe.__file__), "modules", sub, f"{kind}.tflite")
     if not os.path.isfile(path):
-        raise RuntimeError(f"BlazePose model not found in the mediapipe wheel: {path}")
+        raise RuntimeError(f"MediaPipe model not found in the mediapipe wheel: {path}")
     return path
 
 
@@ -120,6 +127,16 @@ class FinderConfig:
     # the detector's box (an extrapolation) may be this fraction of min_person_px and still go on
     # to the estimator; the keypoint box is then held to min_person_px
     pre_size_fraction: float = 0.8
+    # Segmentation proposals: MediaPipe's selfie segmentation (in the wheel) on square tiles of
+    # these sides (half-overlapping; sides larger than the image's shorter side are skipped, and
+    # the whole image letterboxed is added when the tiles are smaller than it). A component of the
+    # mask (probability > segment_threshold) at least pre_size_fraction * min_person_px tall,
+    # segment_min_aspect times taller than wide and not cut by an inner tile edge becomes a
+    # candidate wherever no accepted person is, with the same gates: it finds people the
+    # detector misses or places badly (tune scenes, bench/multiperson.py). () turns it off.
+    segment_tiles: tuple[int, ...] = (256, 384, 576)
+    segment_threshold: float = 0.5
+    segment_min_aspect: float = 1.2
     max_overlap: float = 0.4  # largest share of a person's box covered by another person's
     edge_tolerance: float = 0.05  # share of the keypoint box's height allowed outside the frame
     # share of the detector box's height allowed outside the frame before the keypoints are
@@ -164,6 +181,7 @@ class PersonFinder:
         self._interp = None
         self._estimator = None
         self._landmark = None
+        self._segmenter = None
         self._anchors = detector_anchors()
 
     # ---- detector ---------------------------------------------------------------------------
@@ -394,6 +412,131 @@ class PersonFinder:
             )
         return persons
 
+    # ---- segmentation proposals -------------------------------------------------------------
+
+    def _segmentation_model(self):
+        if self._segmenter is None:
+            from ai_edge_litert.interpreter import Interpreter
+
+            from pg2kit.estimators import _quiet_stderr
+
+            with _quiet_stderr():
+                it = Interpreter(
+                    model_path=_model_path("selfie_segmentation"),
+                    num_threads=self.config.num_threads,
+                )
+                it.allocate_tensors()
+            self._segmenter = (
+                it,
+                it.get_input_details()[0]["index"],
+                it.get_output_details()[0]["index"],
+            )
+        return self._segmenter
+
+    def segment(self, tile: np.ndarray) -> np.ndarray:
+        """Person probability (SEGMENT_INPUT, SEGMENT_INPUT) float32 of a square RGB uint8 tile."""
+        import cv2
+
+        it, inp, out = self._segmentation_model()
+        side = tile.shape[0]
+        interp = cv2.INTER_AREA if side > SEGMENT_INPUT else cv2.INTER_LINEAR
+        x = cv2.resize(tile, (SEGMENT_INPUT, SEGMENT_INPUT), interpolation=interp)
+        it.set_tensor(inp, (x.astype(np.float32) / 255.0)[None])
+        it.invoke()
+        return it.get_tensor(out)[0, :, :, 0]
+
+    def segment_tiles(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """Square tiles (x0, y0, side) for segmentation proposals; the last may be the whole
+        image letterboxed (side = the longer image side)."""
+        out = []
+        used = 0
+        for s in sorted(self.config.segment_tiles):
+            if s > min(height, width):
+                continue
+            stride = max(1, s // 2)
+            out.extend(
+                (x, y, s) for y in _starts(height, s, stride) for x in _starts(width, s, stride)
+            )
+            used = s
+        longest = max(height, width)
+        if self.config.segment_tiles and used < longest:
+            out.append((0, 0, longest))
+        return out
+
+    def segment_proposals(self, image: np.ndarray) -> list[Person]:
+        """Person candidates from segmentation: one per person-shaped mask component, largest
+        first, repeats (IoU > 0.6) dropped. Box = the component's box; hip, size point and
+        detector box are those of an upright person filling it (as the detector would give)."""
+        import cv2
+
+        from pg2kit.estimators import _as_rgb
+
+        image = _as_rgb(image)
+        h, w = image.shape[:2]
+        cfg = self.config
+        min_h = cfg.pre_size_fraction * cfg.min_person_px
+        found: list[tuple[np.ndarray, float]] = []
+        for x0, y0, s in self.segment_tiles(h, w):
+            region = image[y0 : y0 + s, x0 : x0 + s]
+            rh, rw = region.shape[:2]
+            if rh == s and rw == s:
+                tile, ox, oy = np.ascontiguousarray(region), 0, 0
+            else:  # the whole image, letterboxed (centred)
+                ox, oy = (s - rw) // 2, (s - rh) // 2
+                tile = np.zeros((s, s, 3), np.uint8)
+                tile[oy : oy + rh, ox : ox + rw] = region
+            prob = self.segment(tile)
+            scale = s / SEGMENT_INPUT
+            mask = (prob > cfg.segment_threshold).astype(np.uint8)
+            n, lab, stats, _ = cv2.connectedComponentsWithStats(mask)
+            for i in range(1, n):
+                cx, cy, cw, ch = (int(v) for v in stats[i, :4])
+                box = np.array(
+                    [cx * scale - ox + x0, cy * scale - oy + y0,
+                     (cx + cw) * scale - ox + x0, (cy + ch) * scale - oy + y0],
+                    np.float32,
+                )  # fmt: skip
+                bh, bw = box[3] - box[1], box[2] - box[0]
+                if bh < min_h or bh < cfg.segment_min_aspect * bw:
+                    continue
+                # cut by an inner tile edge: the person goes on outside this tile (a larger tile
+                # holds it whole); at the image's own border the edge gates decide
+                cut = (
+                    (cx <= 0 and x0 > 0)
+                    or (cy <= 0 and y0 > 0)
+                    or (cx + cw >= SEGMENT_INPUT and x0 + s < w)
+                    or (cy + ch >= SEGMENT_INPUT and y0 + s < h)
+                )
+                # touching the frame edge: most likely cut by it, and the mask cannot say how
+                # much is missing (the keypoint gates could not either: no part leaves the frame)
+                tol = max(1.0, scale)
+                at_frame = box[0] <= tol or box[1] <= tol or box[2] >= w - tol or box[3] >= h - tol
+                if cut or (at_frame and not cfg.allow_cut):
+                    continue
+                found.append((box, float(prob[lab == i].mean())))
+        kept: list[tuple[np.ndarray, float]] = []
+        for box, score in sorted(found, key=lambda bs: -(bs[0][3] - bs[0][1])):
+            if all(_iou(box, k) <= 0.6 for k, _ in kept):
+                kept.append((box, score))
+        out = []
+        for box, score in kept:
+            r = float(box[3] - box[1]) / (cfg.top + cfg.bottom)
+            hip = np.array([(box[0] + box[2]) / 2, box[1] + cfg.top * r], np.float32)
+            det = np.array([hip[0] - cfg.half_width * r, box[1],
+                            hip[0] + cfg.half_width * r, box[3]], np.float32)  # fmt: skip
+            out.append(
+                Person(
+                    box=box,
+                    score=score,
+                    hip=hip,
+                    crown=hip - np.array([0, r], np.float32),
+                    size=r,
+                    detector_box=det,
+                    quality={"source": "segmentation"},
+                )  # fmt: skip
+            )
+        return out
+
     # ---- keypoints + gates ------------------------------------------------------------------
 
     def _pose(self):
@@ -574,12 +717,26 @@ class PersonFinder:
         return None
 
     def __call__(self, image: np.ndarray) -> list[Person]:
-        """Detect, estimate every person and gate; rejected persons are included with a reason."""
+        """Find, estimate every person and gate; rejected persons are included with a reason."""
+        return [p for p in self.find(image) if not (p.reason or "").startswith(DUPLICATE)]
+
+    def find(self, image: np.ndarray) -> list[Person]:
+        """Every person candidate of an image with keypoints and gates (as `estimate_all`):
+        the detector's, then segmentation proposals that do not repeat an accepted person."""
         from pg2kit.estimators import _as_rgb
 
         image = _as_rgb(image)
-        done = self.estimate_all(image, self.detect(image))
-        return [p for p in done if not (p.reason or "").startswith(DUPLICATE)]
+        done = [self.estimate(image, p, ()) for p in self.detect(image)]
+        if self.config.segment_tiles:
+            found = [p for p in done if p.reason is None]
+            iou = self.config.nms_iou
+            for q in self.segment_proposals(image):
+                if all(
+                    _iou(q.box, p.box) < iou and _iou(q.box, p.detector_box) < iou for p in found
+                ):
+                    done.append(self.estimate(image, q, ()))
+            _check_segmented(done)
+        return self._resolve(done)
 
     def estimate_all(self, image: np.ndarray, persons: Sequence[Person]) -> list[Person]:
         """Keypoints and gates for every detected person, same order and length as `persons`.
@@ -591,7 +748,10 @@ class PersonFinder:
         from pg2kit.estimators import _as_rgb
 
         image = _as_rgb(image)
-        done = [self.estimate(image, p, ()) for p in persons]
+        return self._resolve([self.estimate(image, p, ()) for p in persons])
+
+    def _resolve(self, done: list[Person]) -> list[Person]:
+        """Duplicates, then occlusion among persons whose own gates have run."""
         _mark_duplicates(done, self.config.nms_iou)
         credible = [p for p in done if p.reason is None or p.reason.startswith("person too small")]
         for p in done:
@@ -602,6 +762,17 @@ class PersonFinder:
                 )
                 if worst > self.config.max_overlap:
                     p.reason = f"occluded: {worst:.0%} overlap with another person"
+                    continue
+                # another person standing inside this one's box (in front of it, or joined to
+                # it by a segmentation mask): the crop holds both, keypoints may span both; a
+                # much smaller candidate inside is likelier a part of p (as in `_part`)
+                for o in credible:
+                    inside = o is not p and _covered(o.box, p.box) > 0.5 and not _part(o, p)
+                    if inside and 0.3 * p.height <= o.height < p.height:
+                        p.reason = (
+                            f"occluded: the person at {_box_str(o.box)} stands inside its box"
+                        )
+                        break
         return done
 
     def follow(self, person: Person) -> Person | None:
@@ -640,6 +811,7 @@ class PersonFinder:
         self._estimator = None
         self._interp = None
         self._landmark = None
+        self._segmenter = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"config": self.config}
@@ -743,6 +915,26 @@ def _mark_duplicates(persons: list[Person], iou: float) -> None:
                 break
         else:
             kept.append(i)
+
+
+def _check_segmented(persons: list[Person], max_tilt: float = 60.0) -> None:
+    """A gate of segmentation persons only (their box assumes an upright person): the estimated
+    body axis (mid-hip to neck) must point up within `max_tilt` degrees (an upside-down skeleton
+    spans the bodies of two people, the mask having joined them)."""
+    for q in persons:
+        if q.reason is not None or q.quality.get("source") != "segmentation":
+            continue
+        kp = q.keypoints
+        if kp is not None and (kp[[1, 8, 11], 0] >= 0).all():
+            axis = kp[1] - (kp[8] + kp[11]) / 2
+            tilt = float(np.degrees(np.arctan2(abs(axis[0]), -axis[1])))
+            q.quality["tilt"] = tilt
+            if tilt > max_tilt:
+                q.reason = (
+                    f"keypoints disagree with the segmentation: body axis {tilt:.0f} degrees "
+                    "from upright"
+                )
+                continue
 
 
 def _part(o: Person, p: Person) -> bool:

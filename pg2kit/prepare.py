@@ -81,6 +81,9 @@ class PrepareConfig:
     # "crop" (the estimator on the person's crop) or "roi" (the landmark model on the detector's
     # ROI); video frames between detections always use the landmark model (follow_in_frames)
     person_keypoints: str = "crop"
+    # also propose persons from MediaPipe's selfie segmentation where the detector found nobody
+    # acceptable (pg2kit.persons.FinderConfig.segment_tiles); False: the detector alone
+    segment: bool = True
     # input limits (checked from the file header before decoding)
     max_pixels: int = 50_000_000
     min_image_px: int = 32
@@ -118,6 +121,8 @@ class PrepareConfig:
             out["detect_every"] = self.key_every
         if self.person_keypoints != "crop":  # likewise: roi keypoints are other samples
             out["person_keypoints"] = self.person_keypoints
+        if not self.segment:  # likewise
+            out["segment"] = False
         return out
 
 
@@ -404,6 +409,8 @@ def _person_options(cfg: PrepareConfig) -> dict[str, Any]:
         opts["allow_cut"] = True
     if cfg.person_keypoints != "crop":  # the finder's default; options name the version
         opts["keypoints"] = cfg.person_keypoints
+    if not cfg.segment:
+        opts["segment_tiles"] = ()
     if cfg.estimator_options:
         opts["estimator_options"] = dict(cfg.estimator_options)
     return opts

@@ -357,3 +357,132 @@ def test_crop_person_rejects_bad_input():
     with pytest.raises(ValueError, match="box"):
         crop_person(img, (5, 5, 5, 9), (8, 8))
     assert DEFAULT_PAD in ("constant", "edge", "reflect")
+
+
+# ---- segmentation proposals -------------------------------------------------------------------
+
+
+def test_segmentation_tiles_cover_the_image_at_each_side():
+    f = PersonFinder()
+    tiles = f.segment_tiles(576, 768)
+    sides = [s for _, _, s in tiles]
+    assert sides.count(256) == 20 and sides.count(384) == 6 and sides.count(576) == 2
+    assert tiles[-1] == (0, 0, 768)  # the whole image, letterboxed
+    for side in (256, 384, 576):
+        cover = np.zeros((576, 768), bool)
+        for x, y, s in tiles:
+            if s == side:
+                cover[y : y + s, x : x + s] = True
+        assert cover.all()
+    assert f.segment_tiles(200, 100) == [(0, 0, 200)]  # no tile fits: the whole image only
+    assert PersonFinder(segment_tiles=()).segment_tiles(576, 768) == []
+
+
+def _fake_segmenter(finder, monkeypatch):
+    """The 'model' reads the tile's red channel as the person probability."""
+    import cv2
+
+    def segment(tile):
+        red = tile[..., 0].astype(np.float32) / 255.0
+        return cv2.resize(red, (256, 256), interpolation=cv2.INTER_NEAREST)
+
+    monkeypatch.setattr(finder, "segment", segment)
+
+
+def test_segmentation_proposals_are_whole_person_shaped_components(monkeypatch):
+    f = PersonFinder(segment_tiles=(256,))
+    _fake_segmenter(f, monkeypatch)
+    image = np.zeros((300, 600, 3), np.uint8)
+    image[20:200, 40:100, 0] = 255  # a person: 180 x 60 px
+    image[40:220, 230:290, 0] = 255  # a person across the edge of the first tiles (x = 256)
+    image[250:290, 300:500, 0] = 255  # wider than tall: not a person
+    image[30:80, 400:420, 0] = 255  # 50 px tall, under 0.8 x 96: too small to be a candidate
+    props = sorted(f.segment_proposals(image), key=lambda p: p.box[0])
+    assert len(props) == 2
+    np.testing.assert_allclose(props[0].box, (40, 20, 100, 200), atol=3)
+    # found whole in the tile that holds it, not cut in two by the tile that does not
+    np.testing.assert_allclose(props[1].box, (230, 40, 290, 220), atol=3)
+    p = props[0]
+    cfg = f.config
+    r = (p.box[3] - p.box[1]) / (cfg.top + cfg.bottom)
+    assert p.size == pytest.approx(r)
+    np.testing.assert_allclose(
+        p.hip, ((p.box[0] + p.box[2]) / 2, p.box[1] + cfg.top * r), atol=1e-3
+    )
+    np.testing.assert_allclose(p.crown, p.hip - (0, r), atol=1e-3)  # upright
+    assert p.detector_box[2] - p.detector_box[0] == pytest.approx(2 * cfg.half_width * r, abs=1e-3)
+    assert p.quality["source"] == "segmentation" and p.score == pytest.approx(1.0)
+
+
+def _upright_skeleton(box, flip=False):
+    """COCO-18 keypoints of an upright (or upside-down) person filling `box`."""
+    x0, y0, x1, y1 = box
+    cx, h = (x0 + x1) / 2, y1 - y0
+    rows = {
+        0: 0.06,
+        1: 0.18,
+        2: 0.18,
+        5: 0.18,
+        8: 0.52,
+        11: 0.52,
+        9: 0.75,
+        12: 0.75,
+        10: 0.97,
+        13: 0.97,
+    }
+    kp = np.full((18, 2), -1, np.float32)
+    for i, f in rows.items():
+        dx = {2: -1, 8: -0.5, 9: -0.5, 10: -0.5, 5: 1, 11: 0.5, 12: 0.5, 13: 0.5}.get(i, 0)
+        kp[i] = (cx + dx * 0.2 * (x1 - x0), y1 - f * h if flip else y0 + f * h)
+    return kp
+
+
+def test_segmentation_persons_must_be_upright():
+    from pg2kit.persons import _check_segmented
+
+    def seg(box, flip=False):
+        p = _person(box)
+        p.keypoints = _upright_skeleton(box, flip)
+        p.quality["source"] = "segmentation"
+        return p
+
+    upright, upside_down = seg((0, 0, 60, 180)), seg((100, 0, 160, 180), flip=True)
+    detector_upside_down = _person((400, 0, 460, 180))
+    detector_upside_down.keypoints = _upright_skeleton((400, 0, 460, 180), flip=True)
+    _check_segmented([upright, upside_down, detector_upside_down])
+    assert upright.reason is None and upright.quality["tilt"] < 1
+    assert "from upright" in upside_down.reason
+    assert detector_upside_down.reason is None  # the detector's own axis is trusted
+
+
+def test_a_person_holding_another_found_person_in_its_box_is_occluded():
+    def person(box, reason=None):
+        p = _person(box, reason)
+        p.keypoints = _upright_skeleton(box)
+        return p
+
+    outer, inner = person((200, 0, 280, 300)), person((210, 150, 270, 290))
+    outer2 = person((290, 40, 350, 170))
+    too_small_inner = person((300, 75, 330, 165), reason="person too small: 90 px < 96")
+    with_part = person((500, 0, 560, 240))
+    part = person((515, 20, 545, 70), reason="person too small: 50 px < 96")
+    alone = person((0, 0, 60, 180))
+    done = PersonFinder()._resolve([outer, inner, outer2, too_small_inner, with_part, part, alone])
+    assert "stands inside its box" in outer.reason
+    assert inner.reason.startswith("occluded")  # covered by the outer box: both are compromised
+    assert outer2.reason is None  # a candidate too small to estimate inside is a part of it
+    assert with_part.reason is None  # a candidate under 0.3 of its height is a part of it
+    assert alone.reason is None and len(done) == 7
+
+
+def test_segmentation_finds_a_figure_the_detector_does_not_report(finder, monkeypatch):
+    img, truth = _scene([(1, 2, 150, 60, 260)], seed=2)
+    monkeypatch.setattr(finder, "detect", lambda image: [])
+    persons = finder(img)
+    accepted = [p for p in persons if p.reason is None]
+    assert len(accepted) == 1 and accepted[0].quality["source"] == "segmentation"
+    assert _inside(accepted[0].keypoints[accepted[0].keypoints[:, 0] >= 0], truth[0]).all()
+    off = PersonFinder(segment_tiles=())
+    monkeypatch.setattr(off, "detect", lambda image: [])
+    assert off(img) == []
+    assert off.config.tag() != finder.config.tag()  # a prepared folder records the change

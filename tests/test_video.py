@@ -292,6 +292,22 @@ def test_person_keypoints_option_reaches_the_finder(tmp_path):
     assert roi == {**params, "person_keypoints": "roi"}
 
 
+def test_no_segment_option_reaches_the_finder_and_names_another_version(tmp_path):
+    from pg2kit.keypoint_sources import persons_version
+    from pg2kit.persons import PersonFinder
+    from pg2kit.prepare import PrepareConfig, _person_options
+
+    on = _person_options(PrepareConfig(dataset="video", out=tmp_path))
+    off = _person_options(PrepareConfig(dataset="folder", out=tmp_path, segment=False))
+    assert "segment_tiles" not in on and PersonFinder(**off).config.segment_tiles == ()
+    assert persons_version(on) != persons_version(off)
+    params = PrepareConfig(dataset="folder", out=tmp_path).shard_params()
+    assert "segment" not in params  # outputs prepared before the option still match
+    no_seg = PrepareConfig(dataset="folder", out=tmp_path, segment=False).shard_params()
+    assert no_seg == {**params, "segment": False}
+    assert "--no-segment" in invoke("prepare", "--help").output
+
+
 def test_detect_every_defaults_to_a_detection_every_8_video_frames(tmp_path):
     from pg2kit.prepare import PrepareConfig
 

@@ -169,6 +169,13 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
     "through). Video frames between detections always use the landmark model.",
 )
 @click.option(
+    "--no-segment",
+    is_flag=True,
+    help="folder/table/video: find persons with the detector alone; by default MediaPipe's "
+    "selfie segmentation also proposes person-shaped regions where the detector found nobody "
+    "acceptable (more people found, about 0.2 s more per 768x576 image).",
+)
+@click.option(
     "--no-detect",
     is_flag=True,
     help="folder/table: no person detection; crop around the keypoints of the whole photo "
@@ -261,7 +268,7 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
 def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, map_sigma,
             mask_radius, store_maps, min_visibility, workers, shard_size, compression,
             test_identities, synthetic_ids, synthetic_poses, seed, min_person_px, pad, allow_cut,
-            person_keypoints, no_detect, every, detect_every, min_track, min_pose_change,
+            person_keypoints, no_segment, no_detect, every, detect_every, min_track, min_pose_change,
             max_pixels, min_image_px, backend, scheduler, ray_address, retries, overwrite,
             quiet):  # fmt: skip
     """Read DATASET from SRC and write training-ready HDF5 shards to OUT.
@@ -309,7 +316,8 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
         overwrite=overwrite, compression=compression, estimator_options=options,
         test_identities=test_identities, synthetic_ids=synthetic_ids,
         synthetic_poses=synthetic_poses, seed=seed, min_person_px=min_person_px, pad=pad,
-        allow_cut=allow_cut, person_keypoints=person_keypoints, detect=not no_detect,
+        allow_cut=allow_cut, person_keypoints=person_keypoints, segment=not no_segment,
+        detect=not no_detect,
         every=every, detect_every=detect_every, min_track=min_track,
         min_pose_change=min_pose_change,
         max_pixels=max_pixels, min_image_px=min_image_px, backend=backend, scheduler=scheduler,

@@ -188,7 +188,7 @@ def _frame_result(task: FrameTask, done: list, size: tuple[int, int], pad: str) 
 def find_in_frame(task: FrameTask, finder: Any, size: tuple[int, int], pad: str) -> FrameResult:
     """Detect every person of one frame, estimate each one's keypoints on its own crop, gate."""
     image = task.image
-    done = _distinct(finder.estimate_all(image, finder.detect(image)))
+    done = _distinct(finder.find(image))
     return _frame_result(task, done, size, pad)
 
 
@@ -216,11 +216,10 @@ def follow_in_frames(segments: list[list[FrameTask]], options: dict, size, pad) 
         for task in segment:
             image = task.image
             if prev is None:
-                candidates, by = finder.detect(image), finder
+                prev = _distinct(finder.find(image))
             else:
                 candidates = [q for q in map(follower.follow, prev) if q is not None]
-                by = follower
-            prev = _distinct(by.estimate_all(image, candidates))
+                prev = _distinct(follower.estimate_all(image, candidates))
             results.append(_frame_result(task, prev, size, pad))
         out.append(results)
     return out
