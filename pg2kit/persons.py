@@ -731,8 +731,13 @@ class PersonFinder:
             found = [p for p in done if p.reason is None]
             iou = self.config.nms_iou
             for q in self.segment_proposals(image):
+                # not where an accepted person is: the same person, or a part of one (its legs
+                # or head can be a mask component of their own)
                 if all(
-                    _iou(q.box, p.box) < iou and _iou(q.box, p.detector_box) < iou for p in found
+                    _iou(q.box, p.box) < iou
+                    and _iou(q.box, p.detector_box) < iou
+                    and _covered(q.box, p.box) <= 0.5
+                    for p in found
                 ):
                     done.append(self.estimate(image, q, ()))
             _check_segmented(done)

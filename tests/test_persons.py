@@ -486,3 +486,25 @@ def test_segmentation_finds_a_figure_the_detector_does_not_report(finder, monkey
     monkeypatch.setattr(off, "detect", lambda image: [])
     assert off(img) == []
     assert off.config.tag() != finder.config.tag()  # a prepared folder records the change
+
+
+def test_segmentation_proposes_only_where_no_accepted_person_is(monkeypatch):
+    f = PersonFinder()
+    accepted = _person((100, 0, 200, 300))
+    accepted.detector_box = accepted.box.copy()
+    elsewhere, same, legs = (
+        _person((300, 0, 360, 180)),
+        _person((105, 5, 195, 290)),
+        _person((120, 150, 180, 300)),  # a component of the accepted person's own legs
+    )
+    estimated = []
+
+    def estimate(image, p, others=()):
+        estimated.append(p)
+        return p
+
+    monkeypatch.setattr(f, "detect", lambda image: [accepted])
+    monkeypatch.setattr(f, "segment_proposals", lambda image: [elsewhere, same, legs])
+    monkeypatch.setattr(f, "estimate", estimate)
+    f.find(np.zeros((300, 400, 3), np.uint8))
+    assert estimated == [accepted, elsewhere]
