@@ -925,7 +925,10 @@ def main() -> None:
                                                      args.workdir, args.workers, args.min_track,
                                                      extra))  # fmt: skip
             if args.via != "cli":
-                result["video"].append(run_video(finder, people, int(s), args.video_frames,
+                # as prepare video: no segmentation proposals unless asked for (--set)
+                vfinder = finder if "segment_tiles" in opts else PersonFinder(
+                    **{**opts, "segment_tiles": ()})  # fmt: skip
+                result["video"].append(run_video(vfinder, people, int(s), args.video_frames,
                                                  args.tracker, args.min_track,
                                                  args.detect_every or 1))  # fmt: skip
     if "nobody-video" in parts:

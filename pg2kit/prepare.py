@@ -82,8 +82,10 @@ class PrepareConfig:
     # ROI); video frames between detections always use the landmark model (follow_in_frames)
     person_keypoints: str = "crop"
     # also propose persons from MediaPipe's selfie segmentation where the detector found nobody
-    # acceptable (pg2kit.persons.FinderConfig.segment_tiles); False: the detector alone
-    segment: bool = True
+    # acceptable (pg2kit.persons.FinderConfig.segment_tiles); False: the detector alone. None:
+    # on for photos (folder, table), off for video, where it lowered track purity on the tune
+    # videos (bench/multiperson.py; BENCHMARKS.md)
+    segment: bool | None = None
     # input limits (checked from the file header before decoding)
     max_pixels: int = 50_000_000
     min_image_px: int = 32
@@ -121,9 +123,18 @@ class PrepareConfig:
             out["detect_every"] = self.key_every
         if self.person_keypoints != "crop":  # likewise: roi keypoints are other samples
             out["person_keypoints"] = self.person_keypoints
-        if not self.segment:  # likewise
-            out["segment"] = False
+        if self.segment is not None and self.segment != self.segment_default:  # likewise
+            out["segment"] = self.segment
         return out
+
+    @property
+    def segment_default(self) -> bool:
+        return self.dataset != "video"
+
+    @property
+    def segments(self) -> bool:
+        """Whether segmentation proposals are on (the option, else the dataset's default)."""
+        return self.segment_default if self.segment is None else self.segment
 
 
 # ---------------------------------------------------------------- person finders
@@ -409,7 +420,7 @@ def _person_options(cfg: PrepareConfig) -> dict[str, Any]:
         opts["allow_cut"] = True
     if cfg.person_keypoints != "crop":  # the finder's default; options name the version
         opts["keypoints"] = cfg.person_keypoints
-    if not cfg.segment:
+    if not cfg.segments:
         opts["segment_tiles"] = ()
     if cfg.estimator_options:
         opts["estimator_options"] = dict(cfg.estimator_options)

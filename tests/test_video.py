@@ -292,20 +292,34 @@ def test_person_keypoints_option_reaches_the_finder(tmp_path):
     assert roi == {**params, "person_keypoints": "roi"}
 
 
-def test_no_segment_option_reaches_the_finder_and_names_another_version(tmp_path):
+def test_segment_option_defaults_on_for_photos_off_for_video(tmp_path):
     from pg2kit.keypoint_sources import persons_version
     from pg2kit.persons import PersonFinder
     from pg2kit.prepare import PrepareConfig, _person_options
 
-    on = _person_options(PrepareConfig(dataset="video", out=tmp_path))
+    def tiles(**kw):
+        return PersonFinder(
+            **_person_options(PrepareConfig(out=tmp_path, **kw))
+        ).config.segment_tiles
+
+    assert (
+        tiles(dataset="folder") and tiles(dataset="table") and tiles(dataset="video", segment=True)
+    )
+    assert tiles(dataset="video") == () and tiles(dataset="folder", segment=False) == ()
+    on = _person_options(PrepareConfig(dataset="folder", out=tmp_path))
     off = _person_options(PrepareConfig(dataset="folder", out=tmp_path, segment=False))
-    assert "segment_tiles" not in on and PersonFinder(**off).config.segment_tiles == ()
     assert persons_version(on) != persons_version(off)
-    params = PrepareConfig(dataset="folder", out=tmp_path).shard_params()
-    assert "segment" not in params  # outputs prepared before the option still match
-    no_seg = PrepareConfig(dataset="folder", out=tmp_path, segment=False).shard_params()
-    assert no_seg == {**params, "segment": False}
-    assert "--no-segment" in invoke("prepare", "--help").output
+    # only a setting that differs from the dataset's default is a shard parameter (outputs
+    # prepared before the option still match)
+    for dataset, other in (("folder", False), ("video", True)):
+        params = PrepareConfig(dataset=dataset, out=tmp_path).shard_params()
+        assert "segment" not in params
+        assert (
+            PrepareConfig(dataset=dataset, out=tmp_path, segment=not other).shard_params() == params
+        )
+        changed = PrepareConfig(dataset=dataset, out=tmp_path, segment=other).shard_params()
+        assert changed == {**params, "segment": other}
+    assert "--segment / --no-segment" in invoke("prepare", "--help").output
 
 
 def test_detect_every_defaults_to_a_detection_every_8_video_frames(tmp_path):

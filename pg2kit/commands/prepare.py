@@ -169,11 +169,11 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
     "through). Video frames between detections always use the landmark model.",
 )
 @click.option(
-    "--no-segment",
-    is_flag=True,
-    help="folder/table/video: find persons with the detector alone; by default MediaPipe's "
-    "selfie segmentation also proposes person-shaped regions where the detector found nobody "
-    "acceptable (more people found, about 0.2 s more per 768x576 image).",
+    "--segment/--no-segment",
+    default=None,
+    help="folder/table/video: also let MediaPipe's selfie segmentation propose person-shaped "
+    "regions where the detector found nobody acceptable (more people found, slower). Default: "
+    "on for folder and table, off for video (it lowered track purity).",
 )
 @click.option(
     "--no-detect",
@@ -268,7 +268,7 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
 def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, map_sigma,
             mask_radius, store_maps, min_visibility, workers, shard_size, compression,
             test_identities, synthetic_ids, synthetic_poses, seed, min_person_px, pad, allow_cut,
-            person_keypoints, no_segment, no_detect, every, detect_every, min_track, min_pose_change,
+            person_keypoints, segment, no_detect, every, detect_every, min_track, min_pose_change,
             max_pixels, min_image_px, backend, scheduler, ray_address, retries, overwrite,
             quiet):  # fmt: skip
     """Read DATASET from SRC and write training-ready HDF5 shards to OUT.
@@ -316,7 +316,7 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
         overwrite=overwrite, compression=compression, estimator_options=options,
         test_identities=test_identities, synthetic_ids=synthetic_ids,
         synthetic_poses=synthetic_poses, seed=seed, min_person_px=min_person_px, pad=pad,
-        allow_cut=allow_cut, person_keypoints=person_keypoints, segment=not no_segment,
+        allow_cut=allow_cut, person_keypoints=person_keypoints, segment=segment,
         detect=not no_detect,
         every=every, detect_every=detect_every, min_track=min_track,
         min_pose_change=min_pose_change,
