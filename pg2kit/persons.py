@@ -186,19 +186,24 @@ class PersonFinder:
 
     # ---- detector ---------------------------------------------------------------------------
 
+    def _load(self, kind: str):
+        """An allocated ai-edge-litert interpreter for a model inside the mediapipe wheel."""
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise RuntimeError(
+                "person detection needs the ai-edge-litert package (pip install ai-edge-litert)"
+            ) from e
+        from pg2kit.estimators import _quiet_stderr
+
+        with _quiet_stderr():
+            it = Interpreter(model_path=_model_path(kind), num_threads=self.config.num_threads)
+            it.allocate_tensors()
+        return it
+
     def _detector(self):
         if self._interp is None:
-            try:
-                from ai_edge_litert.interpreter import Interpreter
-            except ImportError as e:  # pragma: no cover - depends on the environment
-                raise RuntimeError(
-                    "person detection needs the ai-edge-litert package (pip install ai-edge-litert)"
-                ) from e
-            from pg2kit.estimators import _quiet_stderr
-
-            with _quiet_stderr():
-                it = Interpreter(model_path=_model_path(), num_threads=self.config.num_threads)
-                it.allocate_tensors()
+            it = self._load("pose_detection")
             outs = {d["name"]: d["index"] for d in it.get_output_details()}
             self._io = (it.get_input_details()[0]["index"], outs["Identity"], outs["Identity_1"])
             self._interp = it
@@ -206,16 +211,7 @@ class PersonFinder:
 
     def _landmark_model(self):
         if self._landmark is None:
-            from ai_edge_litert.interpreter import Interpreter
-
-            from pg2kit.estimators import _quiet_stderr
-
-            with _quiet_stderr():
-                it = Interpreter(
-                    model_path=_model_path("pose_landmark_full"),
-                    num_threads=self.config.num_threads,
-                )
-                it.allocate_tensors()
+            it = self._load("pose_landmark_full")
             outs = {d["name"]: d["index"] for d in it.get_output_details()}
             # landmarks (1, 195) = 39 x (x, y, z, visibility, presence) in ROI pixels; pose flag
             # (1, 1); heatmap (1, 64, 64, 39)
@@ -416,16 +412,7 @@ class PersonFinder:
 
     def _segmentation_model(self):
         if self._segmenter is None:
-            from ai_edge_litert.interpreter import Interpreter
-
-            from pg2kit.estimators import _quiet_stderr
-
-            with _quiet_stderr():
-                it = Interpreter(
-                    model_path=_model_path("selfie_segmentation"),
-                    num_threads=self.config.num_threads,
-                )
-                it.allocate_tensors()
+            it = self._load("selfie_segmentation")
             self._segmenter = (
                 it,
                 it.get_input_details()[0]["index"],
