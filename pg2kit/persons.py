@@ -33,7 +33,7 @@ DUPLICATE = "duplicate:"  # reason prefix of a second detection of the same pers
 
 
 def _model_path(kind: str = "pose_detection") -> str:
-    """Path of a BlazePose model inside the installed mediapipe wheel (never downloaded)."""
+    """Path of a MediaPipe model inside the installed mediapipe wheel (never downloaded)."""
     import mediapipe
 
     sub = {
@@ -131,9 +131,10 @@ class FinderConfig:
     # these sides (half-overlapping; sides larger than the image's shorter side are skipped, and
     # the whole image letterboxed is added when the tiles are smaller than it). A component of the
     # mask (probability > segment_threshold) at least pre_size_fraction * min_person_px tall,
-    # segment_min_aspect times taller than wide and not cut by an inner tile edge becomes a
-    # candidate wherever no accepted person is, with the same gates: it finds people the
-    # detector misses or places badly (tune scenes, bench/multiperson.py). () turns it off.
+    # segment_min_aspect times taller than wide, not cut by an inner tile edge and (unless
+    # allow_cut) not touching the frame becomes a candidate wherever no accepted person is,
+    # with the same gates plus an upright-axis one: it finds people the detector misses or
+    # places badly (tune scenes, bench/multiperson.py). () turns it off.
     segment_tiles: tuple[int, ...] = (256, 384, 576)
     segment_threshold: float = 0.5
     segment_min_aspect: float = 1.2
@@ -520,7 +521,7 @@ class PersonFinder:
                     size=r,
                     detector_box=det,
                     quality={"source": "segmentation"},
-                )  # fmt: skip
+                )
             )
         return out
 
@@ -926,7 +927,6 @@ def _check_segmented(persons: list[Person], max_tilt: float = 60.0) -> None:
                     f"keypoints disagree with the segmentation: body axis {tilt:.0f} degrees "
                     "from upright"
                 )
-                continue
 
 
 def _part(o: Person, p: Person) -> bool:
