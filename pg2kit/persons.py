@@ -510,8 +510,7 @@ class PersonFinder:
         for box, score in kept:
             r = float(box[3] - box[1]) / (cfg.top + cfg.bottom)
             hip = np.array([(box[0] + box[2]) / 2, box[1] + cfg.top * r], np.float32)
-            det = np.array([hip[0] - cfg.half_width * r, box[1],
-                            hip[0] + cfg.half_width * r, box[3]], np.float32)  # fmt: skip
+            det = self._body_box(hip, r)
             out.append(
                 Person(
                     box=box,
@@ -792,11 +791,15 @@ class PersonFinder:
         r = float(np.linalg.norm(crown - hip))
         if not np.isfinite(r) or r < 1:
             return None
-        cfg = self.config
-        box = np.array([hip[0] - cfg.half_width * r, hip[1] - cfg.top * r,
-                        hip[0] + cfg.half_width * r, hip[1] + cfg.bottom * r], np.float32)  # fmt: skip
+        box = self._body_box(hip, r)
         return Person(box=box, score=person.score, hip=np.asarray(hip, np.float32),
                       crown=np.asarray(crown, np.float32), size=r, detector_box=box.copy())  # fmt: skip
+
+    def _body_box(self, hip: np.ndarray, r: float) -> np.ndarray:
+        """The detector's body box of an upright person with this hip and body radius."""
+        cfg = self.config
+        return np.array([hip[0] - cfg.half_width * r, hip[1] - cfg.top * r,
+                         hip[0] + cfg.half_width * r, hip[1] + cfg.bottom * r], np.float32)  # fmt: skip
 
     def close(self) -> None:
         if self._estimator is not None:
