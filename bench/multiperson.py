@@ -600,20 +600,25 @@ def score_video(seed, k, samples, min_track, label) -> dict:
 
 
 def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
-              detect_every=1) -> dict:  # fmt: skip
+              detect_every=1, appearance=(0.0, 0.0)) -> dict:  # fmt: skip
     """Library mode, the same steps as `prepare video`: detect (every `detect_every`-th frame;
     between, follow each person with the landmark model), estimate and gate every person,
     drop duplicates, track the persons' boxes (pg2kit.tracking.Tracker), keep accepted tracked
-    persons, drop short tracks."""
+    persons, cut and join tracks by appearance (`appearance` = (split, join) distances, as
+    `prepare video --appearance-split/--appearance-join`; 0 off), drop short tracks."""
+    from collections import defaultdict
     from dataclasses import replace
 
+    from pg2kit.datasets.video import regroup_tracks
     from pg2kit.persons import DUPLICATE, PersonFinder
+    from pg2kit.prepare import DetectedPersons, _default_pad
     from pg2kit.tracking import Tracker
 
     images, truths, k = make_video(people, seed, frames)
     tracker = _SupervisionTracker() if tracker_kind == "supervision" else Tracker()
     follower = PersonFinder(replace(finder.config, keypoints="roi"))
-    samples = []  # (track, true walker)
+    maker = DetectedPersons((128, 64), _default_pad(), {})  # prepare video's default frame
+    per_track = defaultdict(list)  # track -> samples (Found, with .owner = true walker)
     done = []
     for f, (img, truth) in enumerate(zip(images, truths, strict=True)):
         if f % detect_every == 0:  # as prepare video --detect-every (follow_in_frames)
@@ -630,7 +635,11 @@ def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
             ids = tracker.update(f, boxes, scores, [p.reason is None for p in done])
         for p, tid in zip(done, ids, strict=True):
             if p.reason is None and tid >= 0:
-                samples.append((int(tid), _owner(p.keypoints, truth)))
+                found = maker.sample(img, p, frame=f)
+                found.owner = _owner(p.keypoints, truth)
+                per_track[int(tid)].append(found)
+    per_track = regroup_tracks(per_track, *appearance)[0]
+    samples = [(t, s.owner) for t, v in per_track.items() for s in v]  # (track, true walker)
     return score_video(seed, k, samples, min_track, f"library, {tracker_kind} tracker")
 
 
@@ -880,6 +889,20 @@ def main() -> None:
                     "the same segments, detect then follow")  # fmt: skip
     ap.add_argument("--every", type=int, default=None, metavar="N",
                     help="cli: prepare video --every N")  # fmt: skip
+    ap.add_argument(
+        "--appearance-split",
+        type=float,
+        default=None,
+        metavar="D",
+        help="prepare video --appearance-split D (default: the CLI's); library too",
+    )
+    ap.add_argument(
+        "--appearance-join",
+        type=float,
+        default=None,
+        metavar="D",
+        help="prepare video --appearance-join D (default: the CLI's); library too",
+    )
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="FinderConfig override, e.g. --set min_score=0.4 (library only)")  # fmt: skip
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
@@ -921,6 +944,9 @@ def main() -> None:
                 extra = (
                     [] if args.detect_every is None else ["--detect-every", str(args.detect_every)]
                 ) + ([] if args.every is None else ["--every", str(args.every)])
+                for flag in ("appearance_split", "appearance_join"):
+                    if getattr(args, flag) is not None:
+                        extra += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
                 result["video"].append(run_video_cli(people, int(s), args.video_frames,
                                                      args.workdir, args.workers, args.min_track,
                                                      extra))  # fmt: skip
@@ -928,9 +954,17 @@ def main() -> None:
                 # as prepare video: no segmentation proposals unless asked for (--set)
                 vfinder = finder if "segment_tiles" in opts else PersonFinder(
                     **{**opts, "segment_tiles": ()})  # fmt: skip
+                from pg2kit.prepare import PrepareConfig
+
+                dflt = PrepareConfig("video", Path("."))
+                appearance = tuple(
+                    dflt_v if v is None else v
+                    for v, dflt_v in ((args.appearance_split, dflt.appearance_split),
+                                      (args.appearance_join, dflt.appearance_join))
+                )  # fmt: skip
                 result["video"].append(run_video(vfinder, people, int(s), args.video_frames,
                                                  args.tracker, args.min_track,
-                                                 args.detect_every or 1))  # fmt: skip
+                                                 args.detect_every or 1, appearance))  # fmt: skip
     if "nobody-video" in parts:
         args.workdir.mkdir(parents=True, exist_ok=True)
         extra = [] if args.detect_every is None else ["--detect-every", str(args.detect_every)]

@@ -96,6 +96,12 @@ class PrepareConfig:
     detect_every: int | None = None
     min_track: int = 3
     min_pose_change: float = 0.0
+    # video: cut a track where the person's colours move farther than this from the track's
+    # (pg2kit.tracking.split_by_appearance), and join tracks whose colours are at most this far
+    # apart (join_tracks); 0 turns either off. Chosen on the tune videos of
+    # bench/multiperson.py (BENCHMARKS.md)
+    appearance_split: float = 0.35
+    appearance_join: float = 0.2
     # where the work runs (pg2kit.parallel)
     backend: str = "loky"
     scheduler: Any = None  # a Dask scheduler address, or (Python API) a dask.distributed.Client
@@ -121,6 +127,9 @@ class PrepareConfig:
             out["allow_cut"] = True
         if self.dataset == "video" and self.key_every != 1:  # likewise
             out["detect_every"] = self.key_every
+        if self.dataset == "video":  # video folders made before these are not resumed
+            out["appearance_split"] = self.appearance_split
+            out["appearance_join"] = self.appearance_join
         if self.person_keypoints != "crop":  # likewise: roi keypoints are other samples
             out["person_keypoints"] = self.person_keypoints
         if self.segment is not None and self.segment != self.segment_default:  # likewise

@@ -1,8 +1,15 @@
-"""Multi-object tracking of person boxes across video frames (ByteTrack-style, IoU only).
+"""Multi-object tracking of person boxes across video frames (ByteTrack-style, IoU only), and
+an offline appearance pass over the finished tracks.
 
 Each track predicts its box with a constant-velocity model; detections are matched to tracks by
 IoU in two rounds (confident detections first, then the weak ones keep existing tracks alive),
 with the Hungarian assignment. Pure numpy + scipy; works with irregular frame steps (--every N).
+
+Boxes alone swap people where walkers cross or one is lost and found again. Once a video's
+tracks are known, `split_by_appearance` cuts a track where the person's colours change for good
+(and drops a lone sample that looks like someone else), and `join_tracks` links a track that
+ends to one that starts later, close by and with the same colours. The appearance is a colour
+histogram of the body (`appearance`), upper and lower body apart.
 """
 
 from __future__ import annotations
@@ -160,3 +167,135 @@ def track(
     out = [tracker.update(*d) for d in detections]
     tracker.finish()
     return out
+
+
+# ---------------------------------------------------------------- appearance
+
+APPEARANCE_BINS = (4, 6, 6)  # L, a, b bins of the CIELAB histograms
+
+
+def appearance(image: np.ndarray, keypoints: np.ndarray) -> np.ndarray:
+    """Colour descriptor of the person in a crop: (2, 144) float32, CIELAB histograms (4 x 6 x 6
+    bins, summing to 1) of the PG² body mask's pixels above and below the hips, so that a shirt
+    and trousers count apart. image: RGB uint8 (H, W, 3); keypoints (18, 2) x, y in its pixels.
+    A part with under 10 pixels gets a flat histogram."""
+    import cv2
+
+    from pg2kit.keypoints import present
+    from pg2kit.maps import body_mask
+
+    h, w = image.shape[:2]
+    mask = body_mask(keypoints, h, w).astype(bool)
+    hips = [i for i in (8, 11) if present(keypoints)[i]]
+    cut = float(np.mean(keypoints[hips, 1])) if hips else h / 2
+    lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB)
+    rows = np.arange(h)[:, None]
+    n = int(np.prod(APPEARANCE_BINS))
+    out = np.full((2, n), 1.0 / n, np.float32)
+    for k, part in enumerate((mask & (rows < cut), mask & (rows >= cut))):
+        px = lab[part].astype(np.int64)
+        if len(px) < 10:
+            continue
+        idx = 0
+        for c, bins in enumerate(APPEARANCE_BINS):
+            idx = idx * bins + np.minimum(px[:, c] * bins // 256, bins - 1)
+        hist = np.bincount(idx, minlength=n).astype(np.float32)
+        out[k] = hist / hist.sum()
+    return out
+
+
+def appearance_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Hellinger distance between two `appearance` descriptors, averaged over the two parts:
+    0 for the same colours, 1 for colours that do not overlap at all."""
+    bc = np.sqrt(np.asarray(a, np.float64) * np.asarray(b, np.float64)).sum(axis=-1)
+    return float(np.mean(np.sqrt(np.clip(1.0 - bc, 0.0, None))))
+
+
+def split_by_appearance(
+    descriptors: Sequence[np.ndarray], threshold: float, window: int = 5
+) -> list[int]:
+    """Cut one track (descriptors in frame order) where its person's colours change.
+
+    Each sample is compared with the last `window` samples of its part (the smallest distance
+    counts). A sample farther than `threshold` starts a new part when the next sample is too
+    (the track has moved to someone else) or when it is the last one; when the next sample looks
+    like the part again, the odd one is dropped (a frame where the keypoints landed on someone
+    crossing). Returns the part number of each sample (0, 1, ...) or -1 for a dropped one.
+    """
+    n = len(descriptors)
+    labels = [-1] * n
+    if n == 0:
+        return labels
+    labels[0] = 0
+    part = [0]  # indices of the current part's samples
+
+    def far(i: int) -> bool:
+        ref = part[-window:]
+        return min(appearance_distance(descriptors[i], descriptors[j]) for j in ref) > threshold
+
+    for i in range(1, n):
+        if not far(i):
+            labels[i] = labels[part[-1]]
+            part.append(i)
+        elif i + 1 == n or far(i + 1):
+            labels[i] = labels[part[-1]] + 1
+            part = [i]
+        # else: a lone odd sample, dropped (label -1)
+    return labels
+
+
+@dataclass
+class TrackPiece:
+    """What `join_tracks` needs of one track: frames (sorted), boxes (N, 4) and descriptors."""
+
+    frames: Sequence[int]
+    boxes: np.ndarray
+    descriptors: Sequence[np.ndarray]
+
+
+def join_tracks(
+    pieces: Sequence[TrackPiece],
+    threshold: float,
+    max_gap: int = 60,
+    speed: float = 0.25,
+    window: int = 5,
+) -> list[list[int]]:
+    """Link tracks that show one person: a track that ends before another starts, at most
+    `max_gap` frames earlier, within `speed` body heights per frame (plus half a height) of where
+    the later one starts, and with the same colours (median distance between the last `window`
+    descriptors of the one and the first `window` of the other at most `threshold`). Links are
+    taken closest first; a track has at most one successor and one predecessor. Returns the
+    chains of piece indices, in time order, each chain ordered by its first frame."""
+    n = len(pieces)
+    links = []
+    for i, a in enumerate(pieces):
+        for j, b in enumerate(pieces):
+            if i == j or not len(a.frames) or not len(b.frames):
+                continue
+            gap = int(b.frames[0]) - int(a.frames[-1])
+            if gap <= 0 or gap > max_gap:
+                continue
+            ba, bb = np.asarray(a.boxes[-1], float), np.asarray(b.boxes[0], float)
+            height = max(ba[3] - ba[1], bb[3] - bb[1], 1.0)
+            moved = np.linalg.norm((ba[:2] + ba[2:]) / 2 - (bb[:2] + bb[2:]) / 2)
+            if moved > speed * height * gap + 0.5 * height:
+                continue
+            d = float(np.median([appearance_distance(x, y) for x in a.descriptors[-window:]
+                                 for y in b.descriptors[:window]]))  # fmt: skip
+            if d <= threshold:
+                links.append((d, i, j))
+    succ: dict[int, int] = {}
+    pred: dict[int, int] = {}
+    for _, i, j in sorted(links):
+        if i not in succ and j not in pred:
+            succ[i], pred[j] = j, i
+    chains = []
+    for i in range(n):
+        if i in pred:
+            continue
+        chain = [i]
+        while chain[-1] in succ:
+            chain.append(succ[chain[-1]])
+        chains.append(chain)
+    return sorted(chains, key=lambda c: (int(pieces[c[0]].frames[0]) if len(pieces[c[0]].frames)
+                                         else 0, c[0]))  # fmt: skip

@@ -27,14 +27,17 @@ PEOPLE = ((1, 30, 6), (2, 220, -6))  # (synthetic identity, start x, x step per 
 
 
 def scene(t: int, people=PEOPLE) -> np.ndarray:
-    """Frame t: a gradient background with each figure in pose t % 4 at x0 + v * t."""
+    """Frame t: a gradient background with each figure at x0 + v * t, in one pose mirrored on
+    every other frame (a stride: the pose changes, the person's look does not; the synthetic
+    figure's numbered poses differ in view and framing as much as two people do)."""
     ramp = (100 + 60 * np.linspace(0, 1, H))[:, None, None].astype(np.uint8)
     img = np.broadcast_to(ramp, (H, W, 3)).copy()
     for identity, x0, v in people:
-        sample, labels = render_sample(identity, t % 4, size=(FIG, FIG // 2), seed=0)
-        body = labels > 0
+        sample, labels = render_sample(identity, 1, size=(FIG, FIG // 2), seed=0)
+        figure = sample.image[:, ::-1] if t % 2 else sample.image
+        body = labels[:, ::-1] > 0 if t % 2 else labels > 0
         x, y = x0 + v * t, H - FIG - 10
-        img[y : y + FIG, x : x + FIG // 2][body] = sample.image[body]
+        img[y : y + FIG, x : x + FIG // 2][body] = figure[body]
     return img
 
 
@@ -334,3 +337,46 @@ def test_detect_every_defaults_to_a_detection_every_8_video_frames(tmp_path):
     assert (
         "detect_every" not in PrepareConfig(dataset="video", out=tmp_path, every=8).shard_params()
     )
+
+
+def test_appearance_cuts_a_swapped_track_and_joins_each_person_again(tmp_path, monkeypatch):
+    """A tracker that swaps the two walkers' ids from frame 3 on (as boxes alone do where
+    people cross): with the appearance pass each identity is one walker with all its frames;
+    with it off (0, 0) both identities mix the two walkers."""
+    import pg2kit.tracking
+
+    class Swapping(pg2kit.tracking.Tracker):
+        def update(self, frame_index, boxes, scores=None, starts=None):
+            ids = super().update(frame_index, boxes, scores, starts)
+            swapped = np.where(ids == 0, 1, np.where(ids == 1, 0, ids))
+            return swapped if frame_index >= 3 else ids
+
+    monkeypatch.setattr(pg2kit.tracking, "Tracker", Swapping)
+    path = write_video(tmp_path / "walk.avi", frames=6)
+
+    def walkers(*extra):
+        data = tmp_path / ("data" + "".join(extra))
+        r = invoke("prepare", "video", path, "-o", data, "--workers", 1, "--quiet", *extra)
+        assert r.exit_code == 0, r.output
+        f = shards.read_split_fields(data, "train", ["identity", "frame", "source_box"])
+        out = {}
+        for ident in sorted(set(f["identity"].tolist())):
+            sel = f["identity"] == ident
+            cx = f["source_box"][sel][:, [0, 2]].mean(1)
+            truth = np.array([[x0 + v * t + FIG / 4 for _, x0, v in PEOPLE]
+                              for t in f["frame"][sel]])  # fmt: skip
+            out[ident] = (np.abs(truth - cx[:, None]).argmin(1).tolist(), f["frame"][sel])
+        return out, r.output
+
+    mixed, _ = walkers("--appearance-split", "0", "--appearance-join", "0")
+    assert sorted(mixed) == ["walk#0", "walk#1"]
+    assert all(len(set(who)) == 2 for who, _ in mixed.values())  # both tracks swapped
+    fixed, output = walkers()
+    assert "2 track(s) cut where the person changed, 2 joined" in output, output
+    assert sorted(fixed) == ["walk#0", "walk#1"]
+    for who, frames in fixed.values():
+        assert len(set(who)) == 1 and len(frames) >= 5  # one walker, (nearly) every frame
+    assert {fixed["walk#0"][0][0], fixed["walk#1"][0][0]} == {0, 1}
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert manifest["params"]["appearance_split"] == 0.35
+    assert manifest["video_summary"]["cuts"] == 2 and manifest["video_summary"]["joins"] == 2

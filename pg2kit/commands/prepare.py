@@ -217,6 +217,25 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
     "(mean) since the last kept one; 0 keeps all.",
 )
 @click.option(
+    "--appearance-split",
+    type=click.FloatRange(0, 1),
+    default=0.35,
+    show_default=True,
+    metavar="D",
+    help="video: cut a track where the person's colours (body histogram) move farther than D "
+    "from the rest of the track, as when the tracker swaps two people who cross; a lone frame "
+    "that far off is dropped. 0 never cuts.",
+)
+@click.option(
+    "--appearance-join",
+    type=click.FloatRange(0, 1),
+    default=0.2,
+    show_default=True,
+    metavar="D",
+    help="video: join a track that ends to one that starts later nearby when their colours "
+    "are at most D apart (one person lost and found again). 0 never joins.",
+)
+@click.option(
     "--max-pixels",
     type=click.IntRange(1, None),
     default=50_000_000,
@@ -269,7 +288,7 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
             mask_radius, store_maps, min_visibility, workers, shard_size, compression,
             test_identities, synthetic_ids, synthetic_poses, seed, min_person_px, pad, allow_cut,
             person_keypoints, segment, no_detect, every, detect_every, min_track, min_pose_change,
-            max_pixels, min_image_px, backend, scheduler, ray_address, retries, overwrite,
+            appearance_split, appearance_join, max_pixels, min_image_px, backend, scheduler, ray_address, retries, overwrite,
             quiet):  # fmt: skip
     """Read DATASET from SRC and write training-ready HDF5 shards to OUT.
 
@@ -320,6 +339,8 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
         detect=not no_detect,
         every=every, detect_every=detect_every, min_track=min_track,
         min_pose_change=min_pose_change,
+        appearance_split=appearance_split,
+        appearance_join=appearance_join,
         max_pixels=max_pixels, min_image_px=min_image_px, backend=backend, scheduler=scheduler,
         ray_address=ray_address, retries=retries,
     )  # fmt: skip

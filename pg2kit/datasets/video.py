@@ -6,7 +6,9 @@ person of a frame (PersonFinder.detect), estimate each one's keypoints on that p
 apply the quality gates (with `--detect-every K`, detection runs on the first of every K frames
 and each person is followed through the others where its last keypoints say it is:
 `track_frames`); back in the parent, in frame order, the persons are tracked
-(pg2kit.tracking.Tracker), each track is thinned (`--min-pose-change`), short tracks are dropped
+(pg2kit.tracking.Tracker), tracks are cut and joined by the person's colours
+(`--appearance-split`, `--appearance-join`: `regroup_tracks`), each track is thinned
+(`--min-pose-change`), short tracks are dropped
 (`--min-track`), tracks are assigned to a split (`--test-identities`) and the samples go into
 shards in video order. Detection runs in the workers, not in the parent, because it costs as much
 as several keypoint estimates per frame (bench/video_speed.py): in the parent it left the
@@ -284,6 +286,63 @@ def thin_track(samples: list, min_change: float, height: int) -> list:
     return kept
 
 
+def regroup_tracks(
+    per_track: dict[int, list], split: float, join: float
+) -> tuple[dict[int, list], list[tuple[Any, int, str]], int, int]:
+    """The tracker's tracks (track id -> samples in frame order) checked by appearance
+    (pg2kit.tracking): each track is cut where its person's colours change (`split`, the
+    distance; 0: never) and tracks showing one person are joined again (`join`; 0: never).
+
+    Returns (tracks, dropped, cuts, joins): the new tracks (a joined chain keeps the id of its
+    first piece; the later parts of a cut track get new ids above the tracker's), the dropped
+    lone samples as (sample, old track id, reason), and the counts of cuts and joins."""
+    from pg2kit.tracking import TrackPiece, appearance, join_tracks, split_by_appearance
+
+    if split <= 0 and join <= 0:
+        return per_track, [], 0, 0
+    next_id = max(per_track, default=-1) + 1
+    pieces: list[tuple[int, list]] = []  # (id, samples)
+    descs: dict[int, list] = {}  # id(sample) -> descriptor
+    dropped, cuts = [], 0
+    for track in sorted(per_track):
+        samples = per_track[track]
+        d = [appearance(s.image, s.keypoints) for s in samples]
+        for s, x in zip(samples, d, strict=True):
+            descs[id(s)] = x
+        labels = split_by_appearance(d, split) if split > 0 else [0] * len(samples)
+        parts: dict[int, list] = defaultdict(list)
+        for s, label in zip(samples, labels, strict=True):
+            if label < 0:
+                dropped.append((s, track, f"looks like someone else (appearance distance > "
+                                          f"{split:g} from the rest of its track)"))  # fmt: skip
+            else:
+                parts[label].append(s)
+        for label in sorted(parts):
+            if label == 0:
+                pieces.append((track, parts[label]))
+            else:
+                pieces.append((next_id, parts[label]))
+                next_id += 1
+                cuts += 1
+    if join <= 0:
+        return dict(pieces), dropped, cuts, 0
+    chains = join_tracks(
+        [
+            TrackPiece(
+                [s.frame for s in p],
+                np.array([s.box for s in p], np.float64),
+                [descs[id(s)] for s in p],
+            )
+            for _, p in pieces
+        ],  # fmt: skip
+        join,
+    )
+    out = {}
+    for chain in chains:
+        out[pieces[chain[0]][0]] = [s for k in chain for s in pieces[k][1]]
+    return out, dropped, cuts, len(pieces) - len(chains)
+
+
 def track_split(seed: int, video: int, track: int, test_fraction: float) -> str:
     """'test' for a deterministic `test_fraction` share of the tracks, else 'train'."""
     if test_fraction <= 0:
@@ -309,6 +368,8 @@ class Summary:
     tracks_kept: int = 0
     samples: int = 0
     thinned: int = 0
+    cuts: int = 0  # tracks cut where the person's appearance changed
+    joins: int = 0  # tracks joined to an earlier one of the same appearance
     rejections: Counter = field(default_factory=Counter)
 
     def lines(self) -> list[str]:
@@ -318,6 +379,9 @@ class Summary:
             f"{self.tracks}, samples written {self.samples}"
             + (f" ({self.thinned} near-identical frames thinned out)" if self.thinned else "")
         ]
+        if self.cuts or self.joins:
+            out.append(f"by appearance: {self.cuts} track(s) cut where the person changed, "
+                       f"{self.joins} joined to an earlier track")  # fmt: skip
         if self.rejections:
             out.append("rejections: " + ", ".join(f"{k} {v}" for k, v in
                                                   self.rejections.most_common()))  # fmt: skip
@@ -532,6 +596,14 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
             log(f"skipped {rel}: nobody found in {stats.frames_read} frames")
             fail(rel, f"nobody found in {stats.frames_read} frames")
             continue
+        per_track, dropped, cuts, joins = regroup_tracks(
+            per_track, cfg.appearance_split, cfg.appearance_join
+        )
+        summary.cuts += cuts
+        summary.joins += joins
+        for s, track, reason in dropped:
+            summary.rejections[_reason_key(reason)] += 1
+            plan.scan_failures.append((rel, f"frame {s.frame} track {track}: {reason}"))
         kept_any = False
         for track in sorted(per_track):
             samples = per_track[track]  # in frame order (track_frames)
