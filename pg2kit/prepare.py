@@ -162,6 +162,7 @@ class Found:
     name: str | None = None  # overrides the record's name (several persons per record)
     identity: str | None = None
     frame: int | None = None
+    appearance: np.ndarray | None = None  # video: pg2kit.tracking.appearance, made in the worker
 
 
 def _whole_box(image: np.ndarray, source_size: tuple[int, int] | None) -> np.ndarray:

@@ -175,13 +175,17 @@ def _distinct(done: list) -> list:
 
 def _frame_result(task: FrameTask, done: list, size: tuple[int, int], pad: str) -> FrameResult:
     from pg2kit.prepare import DetectedPersons
+    from pg2kit.tracking import appearance
 
     image = task.image
     maker = DetectedPersons(size, pad, {})
     samples, reasons = [], []
     for p in done:
         reasons.append(p.reason)
-        samples.append(None if p.reason else maker.sample(image, p, frame=task.frame))
+        sample = None if p.reason else maker.sample(image, p, frame=task.frame)
+        if sample is not None:  # here, in the worker: the parent's appearance pass only compares
+            sample.appearance = appearance(sample.image, sample.keypoints)
+        samples.append(sample)
     boxes = np.array([p.box for p in done], np.float32).reshape(-1, 4)
     scores = np.array([p.score for p in done], np.float32)
     return FrameResult(task.frame, boxes, scores, samples, reasons)
@@ -306,7 +310,8 @@ def regroup_tracks(
     dropped, cuts = [], 0
     for track in sorted(per_track):
         samples = per_track[track]
-        d = [appearance(s.image, s.keypoints) for s in samples]
+        d = [appearance(s.image, s.keypoints) if s.appearance is None else s.appearance
+             for s in samples]  # fmt: skip
         for s, x in zip(samples, d, strict=True):
             descs[id(s)] = x
         labels = split_by_appearance(d, split) if split > 0 else [0] * len(samples)
