@@ -380,3 +380,32 @@ def test_appearance_cuts_a_swapped_track_and_joins_each_person_again(tmp_path, m
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert manifest["params"]["appearance_split"] == 0.35
     assert manifest["video_summary"]["cuts"] == 2 and manifest["video_summary"]["joins"] == 2
+
+
+def test_regroup_tracks_cuts_joins_and_drops_with_new_ids():
+    from pg2kit.datasets.video import regroup_tracks
+
+    red = np.zeros((2, 144), np.float32)
+    red[:, 0] = 1
+    green = np.zeros((2, 144), np.float32)
+    green[:, 1] = 1
+
+    def sample(frame, x, look):
+        s = _found(np.zeros((18, 2), np.float32), frame)
+        s.box = np.array([x, 0, x + 40, 100], np.float32)
+        s.appearance = look
+        return s
+
+    # track 0: red for frames 0-3, then green (a swap); track 4: red again from frame 6 on, with
+    # one green frame in the middle (keypoints on someone crossing)
+    t0 = [sample(f, 10 * f, red) for f in range(4)] + [sample(f, 10 * f, green) for f in (4, 5)]
+    t4 = [sample(f, 10 * f, green if f == 8 else red) for f in range(6, 11)]
+    tracks, dropped, cuts, joins = regroup_tracks({0: t0, 4: t4}, 0.35, 0.2)
+    assert (cuts, joins) == (1, 1)
+    assert [s.frame for s in tracks[0]] == [0, 1, 2, 3, 6, 7, 9, 10]  # red, joined over the gap
+    assert [s.frame for s in tracks[5]] == [4, 5]  # the green part: a new id above the tracker's
+    assert sorted(tracks) == [0, 5]
+    assert [(s.frame, t) for s, t, _ in dropped] == [(8, 4)]
+    assert dropped[0][2].startswith("looks like someone else: appearance distance > 0.35")
+    same = regroup_tracks({0: t0, 4: t4}, 0, 0)
+    assert same == ({0: t0, 4: t4}, [], 0, 0)  # both off: the tracker's tracks as they were

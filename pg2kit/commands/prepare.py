@@ -288,8 +288,8 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
             mask_radius, store_maps, min_visibility, workers, shard_size, compression,
             test_identities, synthetic_ids, synthetic_poses, seed, min_person_px, pad, allow_cut,
             person_keypoints, segment, no_detect, every, detect_every, min_track, min_pose_change,
-            appearance_split, appearance_join, max_pixels, min_image_px, backend, scheduler, ray_address, retries, overwrite,
-            quiet):  # fmt: skip
+            appearance_split, appearance_join, max_pixels, min_image_px, backend, scheduler,
+            ray_address, retries, overwrite, quiet):  # fmt: skip
     """Read DATASET from SRC and write training-ready HDF5 shards to OUT.
 
     DATASET is market1501 (the Market-1501 root), deepfashion (the In-shop root, or a folder of

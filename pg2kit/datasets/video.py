@@ -318,8 +318,8 @@ def regroup_tracks(
         parts: dict[int, list] = defaultdict(list)
         for s, label in zip(samples, labels, strict=True):
             if label < 0:
-                dropped.append((s, track, f"looks like someone else (appearance distance > "
-                                          f"{split:g} from the rest of its track)"))  # fmt: skip
+                dropped.append((s, track, f"looks like someone else: appearance distance > "
+                                          f"{split:g} from the rest of its track"))  # fmt: skip
             else:
                 parts[label].append(s)
         for label in sorted(parts):
