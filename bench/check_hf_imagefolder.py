@@ -65,11 +65,17 @@ def main() -> None:
                 r["image"] == r["cond"] and r["text"] == m["text"]
                 for r, m in zip(rows, meta, strict=True)
             )
-            ok &= same and got["splits"][split]["columns"] == ["image", "conditioning_image", "text"]
-            print(f"{split}: {len(rows)} rows via datasets {got['version']}, columns "
-                  f"{got['splits'][split]['columns']}, conditioning_image arrives as "
-                  f"{got['splits'][split]['raw_conditioning']} before the cast; "
-                  f"rows match metadata.jsonl: {same}")
+            ok &= same and got["splits"][split]["columns"] == [
+                "image",
+                "conditioning_image",
+                "text",
+            ]
+            print(
+                f"{split}: {len(rows)} rows via datasets {got['version']}, columns "
+                f"{got['splits'][split]['columns']}, conditioning_image arrives as "
+                f"{got['splits'][split]['raw_conditioning']} before the cast; "
+                f"rows match metadata.jsonl: {same}"
+            )
         print("OK" if ok else "MISMATCH")
         sys.exit(0 if ok else 1)
 

@@ -382,6 +382,30 @@ def test_appearance_cuts_a_swapped_track_and_joins_each_person_again(tmp_path, m
     assert manifest["video_summary"]["cuts"] == 2 and manifest["video_summary"]["joins"] == 2
 
 
+def test_an_accepted_person_without_a_track_id_is_listed_not_kept(tmp_path, monkeypatch):
+    """A tracker that gives track 1 no id from frame 3 on: those samples are failures.csv rows
+    ('not tracked'), never an identity 'walk#-1'."""
+    import pg2kit.tracking
+
+    class Losing(pg2kit.tracking.Tracker):
+        def update(self, frame_index, boxes, scores=None, starts=None):
+            ids = super().update(frame_index, boxes, scores, starts)
+            return np.where(ids == 1, -1, ids) if frame_index >= 3 else ids
+
+    monkeypatch.setattr(pg2kit.tracking, "Tracker", Losing)
+    path = write_video(tmp_path / "walk.avi", frames=6)
+    data = tmp_path / "data"
+    r = invoke("prepare", "video", path, "-o", data, "--workers", 1, "--quiet",
+               "--appearance-split", "0", "--appearance-join", "0")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    f = shards.read_split_fields(data, "train", ["identity", "frame"])
+    idents = set(f["identity"].tolist())
+    assert "walk#-1" not in idents and "walk#0" in idents
+    assert f["frame"][f["identity"] == "walk#1"].max() < 3
+    rows = (data / "failures.csv").read_text()
+    assert rows.count("accepted person not tracked") >= 2, rows
+
+
 def test_regroup_tracks_cuts_joins_and_drops_with_new_ids():
     from pg2kit.datasets.video import regroup_tracks
 

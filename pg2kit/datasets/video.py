@@ -578,6 +578,11 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
                         who = f"track {track}" if track >= 0 else "untracked person"
                         plan.scan_failures.append((rel, f"frame {res.frame} {who}: {reason}"))
                         continue
+                    if track < 0:  # a tracker that gives an accepted person no id: no identity
+                        summary.rejections["not tracked"] += 1
+                        plan.scan_failures.append((rel, f"frame {res.frame}: accepted person "
+                                                        "not tracked (the tracker gave no id)"))  # fmt: skip
+                        continue
                     found.track = track
                     per_track[track].append(found)
                 bar.update(stats.frames_read - last)
