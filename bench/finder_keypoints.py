@@ -10,7 +10,8 @@ detects once per scene; then keypoints come from each source on the same detecti
 - `crop`: the MediaPipe estimator (its own detector, views and fusion) on the detector's box
   widened by 15% (FinderConfig.keypoints="crop", the default until this bench),
 - `roi`: BlazePose's landmark model straight on the frame detector's ROI, as is and mirrored
-  (FinderConfig.keypoints="roi").
+  (FinderConfig.keypoints="roi"),
+- `roi1`: the same, as is only (FinderConfig.roi_views=1: one landmark call per person).
 
 Also the estimator alone on the pasted image's own rectangle (what `prepare folder` does on a
 crop). Keypoints are mapped back to the original image and scored with bench/keypoint_agreement.py's
@@ -51,6 +52,7 @@ def main() -> None:
 
     ref = read_reference(args.data / "annotations.csv")
     finders = {k: PersonFinder(keypoints=k) for k in ("crop", "roi")}
+    finders["roi1"] = PersonFinder(keypoints="roi", roi_views=1)
     est = finders["crop"]._pose()
     rng = np.random.default_rng(0)
     tex = cv2.GaussianBlur(rng.integers(40, 220, (H, W, 3), dtype=np.uint8), (0, 0), 3)
@@ -58,8 +60,8 @@ def main() -> None:
         paths = sorted(p for p in (args.data / folder).glob("*.png") if p.stem in ref)
         if args.limit:
             paths = paths[: args.limit]
-        preds = {"crop": [], "roi": [], "estimator": []}
-        secs = {"crop": 0.0, "roi": 0.0, "estimator": 0.0}
+        preds = {"crop": [], "roi": [], "roi1": [], "estimator": []}
+        secs = {"crop": 0.0, "roi": 0.0, "roi1": 0.0, "estimator": 0.0}
         refs, found = [], 0
         for path in paths:
             img = cv2.imread(str(path))[:, :, ::-1]
@@ -104,7 +106,7 @@ def main() -> None:
         height = cv2.imread(str(paths[0])).shape[0]
         print(f"\n== {folder}: {len(paths)} images, pasted {args.height} px tall; "
               f"detected (IoU >= 0.3) {found}/{len(paths)} ==")  # fmt: skip
-        for k in ("estimator", "crop", "roi"):
+        for k in ("estimator", "crop", "roi", "roi1"):
             pr = np.stack(preds[k])
             whole = agreement(pr, refs, height)
             halves = [agreement(pr[i::2], refs[i::2], height) for i in (0, 1)]

@@ -600,12 +600,13 @@ def score_video(seed, k, samples, min_track, label) -> dict:
 
 
 def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
-              detect_every=1, appearance=(0.0, 0.0)) -> dict:  # fmt: skip
+              detect_every=1, appearance=(0.0, 0.0), follow_views=2) -> dict:  # fmt: skip
     """Library mode, the same steps as `prepare video`: detect (every `detect_every`-th frame;
     between, follow each person with the landmark model), estimate and gate every person,
     drop duplicates, track the persons' boxes (pg2kit.tracking.Tracker), keep accepted tracked
     persons, cut and join tracks by appearance (`appearance` = (split, join) distances, as
-    `prepare video --appearance-split/--appearance-join`; 0 off), drop short tracks."""
+    `prepare video --appearance-split/--appearance-join`; 0 off), drop short tracks.
+    `follow_views`: landmark-model runs per followed person, as `prepare video --follow-views`."""
     from collections import defaultdict
     from dataclasses import replace
 
@@ -616,7 +617,7 @@ def run_video(finder, people, seed, frames, tracker_kind="own", min_track=3,
 
     images, truths, k = make_video(people, seed, frames)
     tracker = _SupervisionTracker() if tracker_kind == "supervision" else Tracker()
-    follower = PersonFinder(replace(finder.config, keypoints="roi"))
+    follower = PersonFinder(replace(finder.config, keypoints="roi", roi_views=follow_views))
     maker = DetectedPersons((128, 64), _default_pad(), {})  # prepare video's default frame
     per_track = defaultdict(list)  # track -> samples (Found, with .owner = true walker)
     done = []
@@ -822,16 +823,19 @@ def run_speed(finder, people, n_frames=8) -> dict:
             h = int(rng.uniform(100, 300))
             paste(img, p, int(x), int(rng.integers(0, H - h)), h)
         frames.append(img)
-    finder(frames[0])  # warm up both models
-    t_det = t_est = 0.0
+    finder(frames[0])  # warm up the models
+    t_det = t_est = t_find = 0.0
     crops = []
     n_persons = 0
     for img in frames:
         t0 = time.perf_counter()
         det = finder.detect(img)
         t1 = time.perf_counter()
-        done = finder.estimate_all(img, det)
+        finder.estimate_all(img, det)
         t2 = time.perf_counter()
+        # the whole finder (segmentation proposals and their estimates too, when configured)
+        done = finder.find(img)
+        t_find += time.perf_counter() - t2
         t_det += t1 - t0
         t_est += t2 - t1
         n_persons += sum(p.reason is None for p in done)
@@ -849,15 +853,17 @@ def run_speed(finder, people, n_frames=8) -> dict:
     for c in crops:
         est(c)
     t_base = time.perf_counter() - t0
-    total = t_det + t_est
+    total = t_find
     out = {"frames": n_frames, "persons_accepted": n_persons, "crops": len(crops),
            "frames_per_s": n_frames / total, "persons_per_s": n_persons / total,
            "detect_ms_per_frame": 1000 * t_det / n_frames, "estimate_ms_per_frame": 1000 * t_est / n_frames,
+           "find_ms_per_frame": 1000 * t_find / n_frames,
            "estimator_only_ms_per_frame": 1000 * t_base / n_frames,
            "ratio_vs_estimator_only": t_base / total, "tiles": len(finder.tiles(H, W))}  # fmt: skip
     print(f"speed 768x576, one process: {out['frames_per_s']:.2f} frames/s, {out['persons_per_s']:.2f} "
           f"accepted persons/s; detect {out['detect_ms_per_frame']:.0f} ms/frame ({out['tiles']} tiles), "
-          f"estimate {out['estimate_ms_per_frame']:.0f} ms/frame, estimator alone on the same crops "
+          f"estimate {out['estimate_ms_per_frame']:.0f} ms/frame, whole finder (with segmentation "
+          f"proposals when on) {out['find_ms_per_frame']:.0f} ms/frame, estimator alone on the detector's crops "
           f"{out['estimator_only_ms_per_frame']:.0f} ms/frame -> {out['ratio_vs_estimator_only']:.2f} of its rate")  # fmt: skip
     return out
 
@@ -903,6 +909,8 @@ def main() -> None:
         metavar="D",
         help="prepare video --appearance-join D (default: the CLI's); library too",
     )
+    ap.add_argument("--follow-views", type=int, default=None, metavar="N",
+                    help="prepare video --follow-views N (default: the CLI's); library too")  # fmt: skip
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="FinderConfig override, e.g. --set min_score=0.4 (library only)")  # fmt: skip
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
@@ -944,7 +952,7 @@ def main() -> None:
                 extra = (
                     [] if args.detect_every is None else ["--detect-every", str(args.detect_every)]
                 ) + ([] if args.every is None else ["--every", str(args.every)])
-                for flag in ("appearance_split", "appearance_join"):
+                for flag in ("appearance_split", "appearance_join", "follow_views"):
                     if getattr(args, flag) is not None:
                         extra += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
                 result["video"].append(run_video_cli(people, int(s), args.video_frames,
@@ -964,7 +972,8 @@ def main() -> None:
                 )  # fmt: skip
                 result["video"].append(run_video(vfinder, people, int(s), args.video_frames,
                                                  args.tracker, args.min_track,
-                                                 args.detect_every or 1, appearance))  # fmt: skip
+                                                 args.detect_every or 1, appearance,
+                                                 args.follow_views or dflt.follow_views))  # fmt: skip
     if "nobody-video" in parts:
         args.workdir.mkdir(parents=True, exist_ok=True)
         extra = [] if args.detect_every is None else ["--detect-every", str(args.detect_every)]

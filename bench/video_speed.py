@@ -3,6 +3,7 @@
     python bench/video_speed.py [--images ../shared/data/realdev/Market1501] [--frames 40]
                                 [--people 5] [--workers 2] [--repeats 3]
                                 [--detect-every 1,8] [--person-keypoints crop,roi]
+                                [--follow-views 1,2] [--skip-finder]
 
 A 768x576 clip is composed from real Market-1501 crops (scaled to 192 px tall) walking across a
 textured background at different speeds (some cross), written with cv2.VideoWriter (MJPG).
@@ -14,7 +15,9 @@ on the same people's crops (each true box widened by 15% of its height, as Perso
 crops), already decoded, in the same N loky workers; a second baseline runs the whole person
 finder (detect + keypoints + gates, PersonFinder()) on the decoded frames in the same workers, so
 the cost of detection and the cost of the pipeline around it are told apart. Both are warm (models loaded in every
-worker before timing) and alternate over the repeats; medians are printed. Target: >= 80%.
+worker before timing) and alternate over the repeats; medians are printed, and the ratio of
+each repeat (prepare against the estimator-only run just before it, which cancels more of a VM
+whose speed drifts from minute to minute). Target: >= 80%.
 """
 
 from __future__ import annotations
@@ -92,11 +95,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--detect-every", default="1", metavar="K[,K...]",
                     help="prepare video --detect-every values to time (one row each)")  # fmt: skip
+    ap.add_argument("--skip-finder", action="store_true",
+                    help="leave out the finder-only baseline (PersonFinder() on every frame: "
+                    "the slowest part of a repeat)")  # fmt: skip
+    ap.add_argument("--follow-views", default="1", metavar="N[,N...]",
+                    help="prepare video --follow-views values to time (1, 2)")  # fmt: skip
     ap.add_argument("--person-keypoints", default="crop", metavar="KIND[,KIND...]",
                     help="prepare video --person-keypoints values to time (roi, crop)")  # fmt: skip
     args = ap.parse_args()
-    ks = [(kind, int(k)) for kind in args.person_keypoints.split(",")
-          for k in args.detect_every.split(",")]  # fmt: skip
+    ks = [(kind, int(k), int(v)) for kind in args.person_keypoints.split(",")
+          for k in args.detect_every.split(",") for v in args.follow_views.split(",")]  # fmt: skip
     from joblib import Parallel, delayed
 
     from pg2kit.prepare import PrepareConfig, run_prepare
@@ -125,7 +133,7 @@ def main() -> None:
         for img in frames[:4]:
             vw.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         vw.release()
-        for kind in sorted({kind for kind, _ in ks}):  # models loaded in the workers
+        for kind in sorted({kind for kind, _, _ in ks}):  # models loaded in the workers
             cfg = PrepareConfig(dataset="video", src=warm, out=tmp / "w", workers=args.workers,
                                 min_track=1, overwrite=True, person_keypoints=kind)  # fmt: skip
             run_prepare(cfg, log=lambda s: None, progress=False)
@@ -137,33 +145,44 @@ def main() -> None:
             t = time.perf_counter()
             runner(delayed(_estimate_chunk)(c) for c in chunks)
             est_rates.append(len(crops) / (time.perf_counter() - t))
-            t = time.perf_counter()
-            runner(delayed(_finder_chunk)(frames[i : i + 2]) for i in range(0, len(frames), 2))
-            finder_rates.append(len(frames) / (time.perf_counter() - t))
-            for kind, k in ks:
+            if not args.skip_finder:
+                t = time.perf_counter()
+                runner(delayed(_finder_chunk)(frames[i : i + 2]) for i in range(0, len(frames), 2))
+                finder_rates.append(len(frames) / (time.perf_counter() - t))
+            for kind, k, v in ks:
                 cfg = PrepareConfig(dataset="video", src=clip, out=tmp / "out",
                                     workers=args.workers, min_track=1, overwrite=True,
-                                    detect_every=k, person_keypoints=kind)  # fmt: skip
+                                    detect_every=k, person_keypoints=kind,
+                                    follow_views=v)  # fmt: skip
                 t = time.perf_counter()
                 manifest = run_prepare(cfg, log=lambda s: None, progress=False)
                 dt = time.perf_counter() - t
-                summary[kind, k] = sm = manifest["video_summary"]
-                prep_rates[kind, k].append(sm["persons_estimated"] / dt)
-                frame_rates[kind, k].append(sm["frames_read"] / dt)
+                summary[kind, k, v] = sm = manifest["video_summary"]
+                prep_rates[kind, k, v].append(sm["persons_estimated"] / dt)
+                frame_rates[kind, k, v].append(sm["frames_read"] / dt)
     est = statistics.median(est_rates)
-    fnd = statistics.median(finder_rates)
+    fnd = statistics.median(finder_rates) if finder_rates else float("nan")
     print(f"clip: {args.frames} frames {W}x{H}, {args.people} people per frame, "
           f"{args.workers} workers")  # fmt: skip
     print(f"estimator only : {est:7.1f} persons/s = {est / args.people:.2f} frames/s of "
           f"{args.people} people  (runs: {', '.join(f'{r:.1f}' for r in est_rates)})")  # fmt: skip
-    print(f"finder only    : {fnd:7.2f} frames/s (PersonFinder() per decoded frame, same workers)")
+    if finder_rates:
+        print(
+            f"finder only    : {fnd:7.2f} frames/s (PersonFinder() per decoded frame, same workers)"
+        )
     for key in ks:
         prep, fr = statistics.median(prep_rates[key]), statistics.median(frame_rates[key])
         sm = summary[key]
-        print(f"prepare video --person-keypoints {key[0]} --detect-every {key[1]}: {prep:7.1f} persons/s, {fr:.2f} frames/s "
+        print(f"prepare video --person-keypoints {key[0]} --detect-every {key[1]} --follow-views {key[2]}: "
+              f"{prep:7.1f} persons/s, {fr:.2f} frames/s "
               f"(runs: {', '.join(f'{r:.1f}' for r in prep_rates[key])}) -> {prep / est:.2f} of "
-              f"the estimator-only rate (persons/s), {fr / (est / args.people):.2f} (frames/s), "
-              f"{fr / fnd:.2f} of the finder-only rate (frames/s)")  # fmt: skip
+              f"the estimator-only rate (persons/s), {fr / (est / args.people):.2f} (frames/s)"
+              + (f", {fr / fnd:.2f} of the finder-only rate (frames/s)" if finder_rates else ""))  # fmt: skip
+        # the VM's speed drifts between minutes: the ratio of each repeat (prepare against the
+        # estimator run just before it) cancels more of that than the ratio of the medians
+        per = [r / e for r, e in zip(prep_rates[key], est_rates, strict=True)]
+        print(f"    per repeat (vs the estimator-only run just before it): "
+              f"{', '.join(f'{r:.2f}' for r in per)}; median {statistics.median(per):.2f}")  # fmt: skip
         print(f"    last run: persons found {sm['persons_found']}, estimated "
               f"{sm['persons_estimated']}, tracks kept {sm['tracks_kept']}, samples "
               f"{sm['samples']}, rejections {sm['rejections']}")  # fmt: skip

@@ -161,12 +161,18 @@ class FinderConfig:
     # ROI the frame detector gave, as is and mirrored, and fuses the two as the estimator does
     # (no second detection per person; its pose flag is also the presence score).
     keypoints: str = "crop"
+    # With roi keypoints: 2 runs the landmark model on the ROI as is and mirrored and fuses the
+    # two; 1 runs it as is only (half the time, no views-agree check).
+    roi_views: int = 2
     num_threads: int = 1
 
     def tag(self) -> str:
         import hashlib
 
-        return hashlib.sha1(repr(sorted(asdict(self).items())).encode()).hexdigest()[:8]
+        d = asdict(self)
+        if d["roi_views"] == 2:  # added later: at its default the tag is the one from before
+            del d["roi_views"]
+        return hashlib.sha1(repr(sorted(d.items())).encode()).hexdigest()[:8]
 
 
 class PersonFinder:
@@ -584,7 +590,8 @@ class PersonFinder:
             the keypoints: no second detector run per person)."""
             if cfg.keypoints != "roi":
                 return self.presence(image, q), None
-            views = [self._landmarks_on_roi(image, q, flip) for flip in (False, True)]
+            flips = (False, True)[: cfg.roi_views]
+            views = [self._landmarks_on_roi(image, q, flip) for flip in flips]
             return views[0][0], views
 
         pres, views = look(p)

@@ -96,6 +96,11 @@ class PrepareConfig:
     detect_every: int | None = None
     min_track: int = 3
     min_pose_change: float = 0.0
+    # video: landmark-model runs per followed person in the frames between detections: 2 (as
+    # is and mirrored, fused, with the views-agree gate; the default) or 1 (as is only:
+    # 1.2-1.5x the throughput, slightly lower keypoint agreement on street people and track
+    # purity; BENCHMARKS.md)
+    follow_views: int = 2
     # video: cut a track where the person's colours move farther than this from the track's
     # (pg2kit.tracking.split_by_appearance), and join tracks whose colours are at most this far
     # apart (join_tracks); 0 turns either off. Chosen on the tune videos of
@@ -130,6 +135,8 @@ class PrepareConfig:
         if self.dataset == "video":  # video folders made before these are not resumed
             out["appearance_split"] = self.appearance_split
             out["appearance_join"] = self.appearance_join
+        if self.dataset == "video" and self.follow_views != 2:  # only when set, as above
+            out["follow_views"] = self.follow_views
         if self.person_keypoints != "crop":  # likewise: roi keypoints are other samples
             out["person_keypoints"] = self.person_keypoints
         if self.segment is not None and self.segment != self.segment_default:  # likewise

@@ -247,6 +247,41 @@ def test_roi_keypoints_find_every_figure_like_the_crop_estimator(finder):
     roi.close()
 
 
+def test_roi_views_1_runs_the_landmark_model_once_per_person(finder, monkeypatch):
+    """roi_views=1 (prepare video's frames between detections): the landmark model runs on the
+    ROI as is only, and its keypoints are close to the two fused views'."""
+    img, truth = _scene([(1, 2, 40, 100, 200), (2, 2, 200, 60, 240)], seed=3)
+    dets = finder.detect(img)
+    calls = []
+    real = PersonFinder._landmarks_on_roi
+
+    def counted(self, image, person, flip, landmarks=True):
+        calls.append((self.config.roi_views, flip))
+        return real(self, image, person, flip, landmarks)
+
+    monkeypatch.setattr(PersonFinder, "_landmarks_on_roi", counted)
+    two = PersonFinder(keypoints="roi").estimate_all(img, dets)
+    n2 = len(calls)
+    one = PersonFinder(keypoints="roi", roi_views=1).estimate_all(img, dets)
+    assert [flip for _, flip in calls[:n2]].count(True) == n2 // 2 > 0
+    assert calls[n2:] and all(v == 1 and not flip for v, flip in calls[n2:])
+    assert len(calls) - n2 == n2 // 2  # one call per person instead of two
+    assert sum(p.reason is None for p in one) == sum(p.reason is None for p in two) == 2
+    from pg2kit.keypoints import FLIP_PERM
+
+    for p, q in zip(one, two, strict=True):
+        # the same points, or the same with left and right swapped (one view alone cannot tell
+        # a front view from a back view as well as the two fused)
+        far = []
+        for kp in (p.keypoints, p.keypoints[list(FLIP_PERM)]):
+            both = (kp[:, 0] >= 0) & (q.keypoints[:, 0] >= 0)
+            assert both.sum() >= 10
+            far.append(np.median(np.linalg.norm(kp[both] - q.keypoints[both], axis=1)))
+        assert min(far) < 0.05 * q.height, far
+        assert p.quality["runs"] == 1 and p.quality["spread"] == 0.0
+    assert FinderConfig(roi_views=1).tag() != FinderConfig().tag()  # a folder records it
+
+
 def test_roi_of_a_detection_is_centred_on_the_hip_and_mirrors():
     f = PersonFinder(keypoints="roi")
     p = Person(box=np.zeros(4, np.float32), score=1.0, hip=np.array([100.0, 200.0], np.float32),

@@ -325,6 +325,37 @@ def test_segment_option_defaults_on_for_photos_off_for_video(tmp_path):
     assert "--segment / --no-segment" in invoke("prepare", "--help").output
 
 
+def test_follow_views_reaches_the_follower_and_the_params(tmp_path, monkeypatch):
+    """--follow-views N: the landmark model runs N times per followed person (1: never
+    mirrored); a video folder made with one value is not resumed with the other."""
+    from pg2kit.persons import PersonFinder
+
+    flips = []
+    real = PersonFinder._landmarks_on_roi
+
+    def counted(self, image, person, flip, landmarks=True):
+        flips.append(flip)
+        return real(self, image, person, flip, landmarks)
+
+    monkeypatch.setattr(PersonFinder, "_landmarks_on_roi", counted)
+    path = write_video(tmp_path / "walk.avi", frames=5)
+    for views in (1, 2):
+        flips.clear()
+        data = tmp_path / f"data{views}"
+        r = invoke("prepare", "video", path, "-o", data, "--workers", 1, "--quiet",
+                   "--detect-every", 5, "--follow-views", views)  # fmt: skip
+        assert r.exit_code == 0, r.output
+        assert "tracks kept 2" in r.output, r.output
+        # detection frames score presence on the plain ROI only; followed frames add a
+        # mirrored run per person with 2 views
+        assert (flips.count(True) > 0) == (views == 2), flips
+        params = json.loads((data / "manifest.json").read_text())["params"]
+        assert params.get("follow_views", 2) == views  # recorded when not the default
+    r = invoke("prepare", "video", path, "-o", tmp_path / "data1", "--workers", 1, "--quiet",
+               "--detect-every", 5, "--follow-views", 2)  # fmt: skip
+    assert r.exit_code != 0 and "follow_views" in r.output, r.output
+
+
 def test_detect_every_defaults_to_a_detection_every_8_video_frames(tmp_path):
     from pg2kit.prepare import PrepareConfig
 

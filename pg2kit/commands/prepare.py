@@ -200,6 +200,16 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
     "Default: 8 // --every (at least 1), a detection every 8 video frames.",
 )
 @click.option(
+    "--follow-views",
+    type=click.IntRange(1, 2),
+    default=2,
+    show_default=True,
+    metavar="N",
+    help="video: landmark-model runs per person in the frames between detections: 2 (as is "
+    "and mirrored, fused and checked against each other) or 1 (as is only: 1.2-1.5x the "
+    "frames per second, slightly less accurate keypoints and tracks).",
+)
+@click.option(
     "--min-track",
     type=click.IntRange(1, 1_000_000),
     default=3,
@@ -287,8 +297,8 @@ _FILE_SOURCES = ("video", "table")  # SRC may be a file
 def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, map_sigma,
             mask_radius, store_maps, min_visibility, workers, shard_size, compression,
             test_identities, synthetic_ids, synthetic_poses, seed, min_person_px, pad, allow_cut,
-            person_keypoints, segment, no_detect, every, detect_every, min_track, min_pose_change,
-            appearance_split, appearance_join, max_pixels, min_image_px, backend, scheduler,
+            person_keypoints, segment, no_detect, every, detect_every, follow_views, min_track,
+            min_pose_change, appearance_split, appearance_join, max_pixels, min_image_px, backend, scheduler,
             ray_address, retries, overwrite, quiet):  # fmt: skip
     """Read DATASET from SRC and write training-ready HDF5 shards to OUT.
 
@@ -337,7 +347,7 @@ def prepare(dataset, src, out, keypoints, size, crop176, map_kind, map_radius, m
         synthetic_poses=synthetic_poses, seed=seed, min_person_px=min_person_px, pad=pad,
         allow_cut=allow_cut, person_keypoints=person_keypoints, segment=segment,
         detect=not no_detect,
-        every=every, detect_every=detect_every, min_track=min_track,
+        every=every, detect_every=detect_every, follow_views=follow_views, min_track=min_track,
         min_pose_change=min_pose_change,
         appearance_split=appearance_split,
         appearance_join=appearance_join,

@@ -206,16 +206,19 @@ def find_in_frames(tasks: list[FrameTask], options: dict, size, pad) -> list[Fra
     return [find_in_frame(t, finder, size, pad) for t in tasks]
 
 
-def follow_in_frames(segments: list[list[FrameTask]], options: dict, size, pad) -> list:
+def follow_in_frames(
+    segments: list[list[FrameTask]], options: dict, size, pad, views: int = 2
+) -> list:
     """Worker task: for each segment of consecutive frames, every person is detected in its
     first frame (keypoints and gates as configured) and then followed frame by frame
     (PersonFinder.follow: each person looked for where its last keypoints say it is, without the
     detector; keypoints from the landmark model on that ROI, as MediaPipe tracks, with the same
-    gates). One list of FrameResult per segment."""
+    gates; `views` 1 runs it as is only, 2 also mirrored). One list of FrameResult per
+    segment."""
     from pg2kit.keypoint_sources import worker_person_finder
 
     finder = worker_person_finder(options)
-    follower = worker_person_finder({**options, "keypoints": "roi"})
+    follower = worker_person_finder({**options, "keypoints": "roi", "roi_views": views})
     out = []
     for segment in segments:
         results, prev = [], None
@@ -552,8 +555,11 @@ def run_video(cfg: Any, log=print, progress: bool = True) -> dict[str, Any]:
             tracker = Tracker()  # the measured defaults (docs/estimator.md)
 
             def run(kind: str, items: list) -> list:
-                func = find_in_frames if kind == "detect" else follow_in_frames
-                tasks = [([item], options, size, pad) for item in items]
+                if kind == "detect":
+                    func, tasks = find_in_frames, [([it], options, size, pad) for it in items]
+                else:
+                    func = follow_in_frames
+                    tasks = [([it], options, size, pad, cfg.follow_views) for it in items]
                 workers = cfg.workers if len(tasks) > 1 else 1
                 return [res for (res,) in run_tasks(
                     func, tasks, workers=workers, backend=cfg.backend, scheduler=cfg.scheduler,
