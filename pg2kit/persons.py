@@ -185,6 +185,8 @@ class PersonFinder:
         self.config = replace(config or FinderConfig(), **options)
         if self.config.keypoints not in ("crop", "roi"):
             raise ValueError(f"keypoints must be 'crop' or 'roi', not {self.config.keypoints!r}")
+        if self.config.roi_views not in (1, 2):
+            raise ValueError(f"roi_views must be 1 or 2, not {self.config.roi_views!r}")
         self._interp = None
         self._estimator = None
         self._landmark = None

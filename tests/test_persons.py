@@ -280,6 +280,8 @@ def test_roi_views_1_runs_the_landmark_model_once_per_person(finder, monkeypatch
         assert min(far) < 0.05 * q.height, far
         assert p.quality["runs"] == 1 and p.quality["spread"] == 0.0
     assert FinderConfig(roi_views=1).tag() != FinderConfig().tag()  # a folder records it
+    with pytest.raises(ValueError, match="roi_views must be 1 or 2"):
+        PersonFinder(keypoints="roi", roi_views=0)
 
 
 def test_roi_of_a_detection_is_centred_on_the_hip_and_mirrors():
