@@ -98,7 +98,7 @@ def main() -> None:
     ap.add_argument("--skip-finder", action="store_true",
                     help="leave out the finder-only baseline (PersonFinder() on every frame: "
                     "the slowest part of a repeat)")  # fmt: skip
-    ap.add_argument("--follow-views", default="1", metavar="N[,N...]",
+    ap.add_argument("--follow-views", default="2", metavar="N[,N...]",
                     help="prepare video --follow-views values to time (1, 2)")  # fmt: skip
     ap.add_argument("--person-keypoints", default="crop", metavar="KIND[,KIND...]",
                     help="prepare video --person-keypoints values to time (roi, crop)")  # fmt: skip
@@ -133,9 +133,10 @@ def main() -> None:
         for img in frames[:4]:
             vw.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
         vw.release()
-        for kind in sorted({kind for kind, _, _ in ks}):  # models loaded in the workers
+        for kind, v in sorted({(kind, v) for kind, _, v in ks}):  # models loaded in the workers
             cfg = PrepareConfig(dataset="video", src=warm, out=tmp / "w", workers=args.workers,
-                                min_track=1, overwrite=True, person_keypoints=kind)  # fmt: skip
+                                min_track=1, overwrite=True, person_keypoints=kind,
+                                follow_views=v)  # fmt: skip
             run_prepare(cfg, log=lambda s: None, progress=False)
         est_rates, finder_rates = [], []
         prep_rates: dict[tuple, list[float]] = {k: [] for k in ks}
