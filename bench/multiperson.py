@@ -10,8 +10,9 @@ Prints person recall per height band, precision, chimera rate (an accepted perso
 keypoints fall in two true persons), rejection reasons; on a composed video (people walking and
 crossing) track purity and fragmentation; on >= 20 images without a person the number accepted
 (`nobody`; `nobody-video`: the same images as short panned clips through `pg2kit prepare video`,
-samples written; `blobs`: 20 seeded random binary-blob images, a hard no-person case); and the
-speed of detect + estimate against the estimator alone on the same person crops.
+samples written; `blobs`: 20 seeded random binary-blob images, a hard no-person case); `alone`:
+each person of the half alone at 110, 170, 260 and 360 px, the share accepted (the ceiling the
+scenes' recall has before any crowd); and the speed of detect + estimate against the estimator alone on the same person crops.
 
 `--via cli` runs the CLI instead of calling PersonFinder: each scene is written as the one
 photo of its own identity folder and run through `pg2kit prepare folder`, the video is written
@@ -776,6 +777,64 @@ def run_blobs(find, n: int = 20) -> dict:
     return {"images": len(imgs), "accepted": accepted}
 
 
+ALONE_HEIGHTS = (110, 170, 260, 360)
+
+
+def run_alone(find, people, seed: int = 0) -> dict:
+    """Each person of the half alone on a background at each of ALONE_HEIGHTS, placed at random
+    wholly inside the frame: the share accepted is what the finder can reach on these people
+    before any crowd (what the scenes lose beyond it comes from the other people). Outcome per
+    person and height; a person rejected at one height and accepted at another says the
+    rejection came from the placement and background, not from the photo."""
+    rng = np.random.default_rng(seed)
+    images, truths = [], []
+    for p in people:
+        for height in ALONE_HEIGHTS:
+            img = background(rng)
+            width = round(p["image"].shape[1] * height / p["image"].shape[0])
+            x = int(rng.integers(0, W - width))
+            y = int(rng.integers(0, H - height))
+            labels = np.full((H, W), -1, np.int16)
+            box = paste(img, p, x, y, height, labels, 0)
+            images.append(img)
+            truths.append([{"box": box, "height": height, "id": p["id"], "labels": labels,
+                            "label": 0, "overlap": 0.0, "cut": False}])  # fmt: skip
+    found = find(f"alone{seed}", images)
+    outcome: dict[str, dict[int, str]] = {}
+    false_pos: list[tuple[str, int]] = []
+    for ps, truth in zip(found, truths, strict=True):
+        res = score_scene(ps, truth)
+        if res["fp"]:
+            false_pos.append((truth[0]["id"], truth[0]["height"]))
+        outcome.setdefault(truth[0]["id"], {})[truth[0]["height"]] = res["reasons"][0]
+    out: dict = {"heights": ALONE_HEIGHTS}
+    for kind, name in (("m", "Market"), ("d", "DeepFashion")):
+        rows = {k: v for k, v in outcome.items() if k[0] == kind}
+        whys = [w for v in rows.values() for w in v.values()]
+        if not whys:
+            continue
+        acc = sum(w == "accepted" for w in whys)
+        per_h = {
+            h: sum(v[h] == "accepted" for v in rows.values()) / len(rows) for h in ALONE_HEIGHTS
+        }
+        fails = {}
+        for w in whys:
+            if w != "accepted":
+                fails[w] = fails.get(w, 0) + 1
+        some = sum(any(w != "accepted" for w in v.values()) for v in rows.values())
+        always = sum(all(w != "accepted" for w in v.values()) for v in rows.values())
+        print(f"alone, {name}: accepted {acc}/{len(whys)} = {acc / len(whys):.3f}; per height "
+              + ", ".join(f"{h} px {r:.3f}" for h, r in per_h.items())
+              + f"; people rejected at some height {some} of {len(rows)}, at every height {always}")  # fmt: skip
+        print("   rejected:", dict(sorted(fails.items(), key=lambda kv: -kv[1])))
+        out[name] = {"accepted": acc, "n": len(whys), "per_height": per_h, "rejected": fails,
+                     "people_some": some, "people_all": always}  # fmt: skip
+    print(f"alone: images with a person accepted that is not the pasted one: {len(false_pos)} "
+          f"{false_pos}")  # fmt: skip
+    out["false_positive_images"] = false_pos
+    return out
+
+
 def run_nobody_video(data: Path, workdir: Path, workers: int, frames: int = 16, extra=()) -> dict:
     """Each no-person image as a clip of `frames` frames (the image panned 1 px per frame, so
     the frames differ), all in one folder through `pg2kit prepare video` (defaults): samples
@@ -985,6 +1044,8 @@ def main() -> None:
             result["nobody_library"] = run_nobody(compare, args.data)
     if "blobs" in parts:
         result["blobs"] = run_blobs(find)
+    if "alone" in parts:
+        result["alone"] = run_alone(find, people)
     if "speed" in parts:
         result["speed"] = run_speed(finder, people)
     print(f"total {time.perf_counter() - t0:.0f} s")

@@ -138,6 +138,11 @@ class FinderConfig:
     segment_tiles: tuple[int, ...] = (256, 384, 576)
     segment_threshold: float = 0.5
     segment_min_aspect: float = 1.2
+    # A candidate too small to estimate counts as a part of a person p (not an occluder) when
+    # it lies 70% inside p's box, or more than half inside with its top within this share of
+    # p's height of p's top and its bottom above p's lower 20%: p's upper body found again at
+    # a smaller tile scale, shifted sideways (0: only the 70% rule).
+    part_top_tolerance: float = 0.15
     max_overlap: float = 0.4  # largest share of a person's box covered by another person's
     edge_tolerance: float = 0.05  # share of the keypoint box's height allowed outside the frame
     # share of the detector box's height allowed outside the frame before the keypoints are
@@ -758,7 +763,11 @@ class PersonFinder:
         for p in done:
             if p.reason is None:
                 worst = max(
-                    (_covered(p.box, o.box) for o in credible if o is not p and not _part(o, p)),
+                    (
+                        _covered(p.box, o.box)
+                        for o in credible
+                        if o is not p and not _part(o, p, self.config.part_top_tolerance)
+                    ),
                     default=0.0,
                 )
                 if worst > self.config.max_overlap:
@@ -768,7 +777,11 @@ class PersonFinder:
                 # it by a segmentation mask): the crop holds both, keypoints may span both; a
                 # much smaller candidate inside is likelier a part of p (as in `_part`)
                 for o in credible:
-                    inside = o is not p and _covered(o.box, p.box) > 0.5 and not _part(o, p)
+                    inside = (
+                        o is not p
+                        and _covered(o.box, p.box) > 0.5
+                        and not _part(o, p, self.config.part_top_tolerance)
+                    )
                     if inside and 0.3 * p.height <= o.height < p.height:
                         p.reason = (
                             f"occluded: the person at {_box_str(o.box)} stands inside its box"
@@ -941,10 +954,22 @@ def _check_segmented(persons: list[Person], max_tilt: float = 60.0) -> None:
                 )
 
 
-def _part(o: Person, p: Person) -> bool:
-    """A candidate too small to estimate lying mostly (70%) inside accepted person p: a part of
-    p found at a smaller tile scale (its box is the detector's extrapolation), not an occluder."""
-    return (o.reason or "").startswith("person too small") and _covered(o.box, p.box) > 0.7
+def _part(o: Person, p: Person, top: float = 0.0) -> bool:
+    """A candidate too small to estimate that is a part of person p found at a smaller tile
+    scale (its box is the detector's extrapolation), not an occluder: it lies mostly (70%)
+    inside p's box, or (with `top` > 0) more than half inside with its top within `top` x p's
+    height of p's top and its bottom above p's lower fifth (p's upper body, shifted sideways)."""
+    if not (o.reason or "").startswith("person too small"):
+        return False
+    cov = _covered(o.box, p.box)
+    if cov > 0.7:
+        return True
+    return bool(
+        top
+        and cov > 0.5
+        and abs(o.box[1] - p.box[1]) <= top * p.height
+        and o.box[3] < p.box[3] - 0.2 * p.height
+    )
 
 
 def _box_str(box: np.ndarray) -> str:

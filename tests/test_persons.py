@@ -512,6 +512,30 @@ def test_a_person_holding_another_found_person_in_its_box_is_occluded():
     assert alone.reason is None and len(done) == 7
 
 
+def test_a_small_detection_of_a_persons_upper_body_does_not_occlude_it():
+    """The detector, at a smaller tile scale, finds a person's upper body again as a smaller
+    person, beside it by part of its width: top to top with the person, it is a part of it.
+    A candidate of the same size lower down (standing over the person's legs) still occludes."""
+
+    def person(box, reason=None):
+        p = _person(box, reason)
+        p.keypoints = _upright_skeleton(box)
+        return p
+
+    small = "person too small: 90 px < 96"
+    upper = person((600, 0, 660, 200))
+    upper_part = person((580, 5, 635, 125), reason=small)  # 64% inside, tops 5 px apart
+    legs = person((700, 0, 760, 200))
+    in_front = person((675, 80, 730, 195), reason=small)  # 55% inside, top at the waist
+    PersonFinder()._resolve([upper, upper_part, legs, in_front])
+    assert upper.reason is None
+    assert "stands inside its box" in legs.reason
+    # with the rule off, the upper-body detection occludes as before
+    upper.reason = None
+    PersonFinder(part_top_tolerance=0.0)._resolve([upper, upper_part])
+    assert "stands inside its box" in upper.reason
+
+
 def test_segmentation_finds_a_figure_the_detector_does_not_report(finder, monkeypatch):
     img, truth = _scene([(1, 2, 150, 60, 260)], seed=2)
     monkeypatch.setattr(finder, "detect", lambda image: [])
