@@ -972,6 +972,8 @@ def main() -> None:
                     help="prepare video --follow-views N (default: the CLI's); library too")  # fmt: skip
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="FinderConfig override, e.g. --set min_score=0.4 (library only)")  # fmt: skip
+    ap.add_argument("--alone-seed", type=int, default=0,
+                    help="alone: seed of the backgrounds and places")  # fmt: skip
     ap.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = ap.parse_args()
 
@@ -1045,7 +1047,7 @@ def main() -> None:
     if "blobs" in parts:
         result["blobs"] = run_blobs(find)
     if "alone" in parts:
-        result["alone"] = run_alone(find, people)
+        result["alone"] = run_alone(find, people, args.alone_seed)
     if "speed" in parts:
         result["speed"] = run_speed(finder, people)
     print(f"total {time.perf_counter() - t0:.0f} s")
