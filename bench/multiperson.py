@@ -12,7 +12,8 @@ crossing) track purity and fragmentation; on >= 20 images without a person the n
 (`nobody`; `nobody-video`: the same images as short panned clips through `pg2kit prepare video`,
 samples written; `blobs`: 20 seeded random binary-blob images, a hard no-person case); `alone`:
 each person of the half alone at 110, 170, 260 and 360 px, the share accepted (the ceiling the
-scenes' recall has before any crowd); and the speed of detect + estimate against the estimator alone on the same person crops.
+scenes' recall has before any crowd; `--alone-seed` draws other places and backgrounds); and the
+speed of detect + estimate against the estimator alone on the same person crops.
 
 `--via cli` runs the CLI instead of calling PersonFinder: each scene is written as the one
 photo of its own identity folder and run through `pg2kit prepare folder`, the video is written
@@ -23,7 +24,8 @@ person that was not the identity person or failed a gate is a row with its box a
 
 Usage:
   python bench/multiperson.py [--data /work/shared/data/realdev] [--half check] \
-      [--scenes 30] [--seeds 100,101,102] [--video-frames 60] [--parts scenes,video,nobody,speed] \
+      [--scenes 30] [--seeds 100,101,102] [--video-frames 60] \
+      [--parts scenes,video,nobody,nobody-video,blobs,alone,speed] \
       [--via library|cli|both]
 """
 
