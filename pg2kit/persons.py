@@ -174,10 +174,7 @@ class FinderConfig:
     def tag(self) -> str:
         import hashlib
 
-        d = asdict(self)
-        if d["roi_views"] == 2:  # added later: at its default the tag is the one from before
-            del d["roi_views"]
-        return hashlib.sha1(repr(sorted(d.items())).encode()).hexdigest()[:8]
+        return hashlib.sha1(repr(sorted(asdict(self).items())).encode()).hexdigest()[:8]
 
 
 class PersonFinder:
@@ -760,13 +757,14 @@ class PersonFinder:
         """Duplicates, then occlusion among persons whose own gates have run."""
         _mark_duplicates(done, self.config.nms_iou)
         credible = [p for p in done if p.reason is None or p.reason.startswith("person too small")]
+        top = self.config.part_top_tolerance
         for p in done:
             if p.reason is None:
                 worst = max(
                     (
                         _covered(p.box, o.box)
                         for o in credible
-                        if o is not p and not _part(o, p, self.config.part_top_tolerance)
+                        if o is not p and not _part(o, p, top)
                     ),
                     default=0.0,
                 )
@@ -777,11 +775,7 @@ class PersonFinder:
                 # it by a segmentation mask): the crop holds both, keypoints may span both; a
                 # much smaller candidate inside is likelier a part of p (as in `_part`)
                 for o in credible:
-                    inside = (
-                        o is not p
-                        and _covered(o.box, p.box) > 0.5
-                        and not _part(o, p, self.config.part_top_tolerance)
-                    )
+                    inside = o is not p and _covered(o.box, p.box) > 0.5 and not _part(o, p, top)
                     if inside and 0.3 * p.height <= o.height < p.height:
                         p.reason = (
                             f"occluded: the person at {_box_str(o.box)} stands inside its box"
@@ -954,11 +948,12 @@ def _check_segmented(persons: list[Person], max_tilt: float = 60.0) -> None:
                 )
 
 
-def _part(o: Person, p: Person, top: float = 0.0) -> bool:
+def _part(o: Person, p: Person, top: float) -> bool:
     """A candidate too small to estimate that is a part of person p found at a smaller tile
     scale (its box is the detector's extrapolation), not an occluder: it lies mostly (70%)
-    inside p's box, or (with `top` > 0) more than half inside with its top within `top` x p's
-    height of p's top and its bottom above p's lower fifth (p's upper body, shifted sideways)."""
+    inside p's box, or (with `top` > 0: FinderConfig.part_top_tolerance) more than half inside
+    with its top within `top` x p's height of p's top and its bottom above p's lower fifth
+    (p's upper body, shifted sideways)."""
     if not (o.reason or "").startswith("person too small"):
         return False
     cov = _covered(o.box, p.box)
