@@ -4,8 +4,10 @@ model FLOP utilisation and the projected full Market / DeepFashion schedules.
 Run through bench/gpu_check.sh (one call, under 8 minutes on an H100/H200, nothing installed).
 The steps are the trainer's own (pg2kit.train.Steps) on a synthetic batch already on the device
 (so data loading is not in the figures). Paths:
-  fp32 eager  : fp32, no compile, Adam with its defaults (what a user writes first)
-  bf16 eager  : bf16 autocast, channels_last, fused Adam, no compile
+  fp32 eager  : fp32, no compile, Adam with its defaults, loss.backward() (what a user writes
+                first)
+  bf16 eager  : bf16 autocast, channels_last, fused Adam, no compile (the trainer's gradient
+                hand-over by torch.autograd.grad, as in the optimised path)
   optimised   : bf16 autocast, channels_last, fused Adam, --compile MODE (whole step)
 FLOPs per step are counted with torch.utils.flop_counter.FlopCounterMode (forward + backward of
 every network the step runs); MFU = FLOPs/s over --peak-tflops (default: bf16 dense peak of the
@@ -51,7 +53,9 @@ from _train_common import (  # noqa: E402
 )
 
 PATHS = {
-    "fp32 eager": dict(precision="fp32", compile="none", fused_adam=False, channels_last=False),
+    "fp32 eager": dict(
+        precision="fp32", compile="none", fused_adam=False, channels_last=False, plain_backward=True
+    ),  # fmt: skip
     "bf16 eager": dict(precision="bf16", compile="none", fused_adam=True, channels_last=True),
     "optimised": dict(precision="bf16", fused_adam=True, channels_last=True),  # + compile mode
 }

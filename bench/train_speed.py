@@ -2,8 +2,9 @@
 
 For Market G1 (batch 16), Market G2+D (batch 16) and DeepFashion G1 / G2+D (batch 1) it prints
 the ops one step issues (profiler: top-level dispatcher ops + inductor's fused kernels; and a
-TorchDispatchMode count for eager) and the CPU time of one step, eager (Adam defaults, fused
-Adam; NCHW and channels_last) and compiled in the same run. Op counts depend on the depth of
+TorchDispatchMode count for eager) and the CPU time of one step, eager (loss.backward() with
+Adam defaults or fused Adam, NCHW and channels_last; the trainer's eager step) and compiled in
+the same run. Op counts depend on the depth of
 the networks, not on their width, the frame or the batch; so by default the networks run at
 n = 2 channels on a small frame and batch with the full depth (32x16 batch 2 for Market, 32x32
 batch 1 for DeepFashion), where the arithmetic is small, so that the CPU time per step comes
@@ -49,18 +50,31 @@ from _train_common import (  # noqa: E402
     step_times,
 )
 
-# the trainer's settings: fused Adam everywhere, channels_last on CUDA only (so "compiled,
-# NCHW" is `--compile default` on a CPU and "compiled, channels_last" the same on a GPU)
+# the baselines (loss.backward(): what a user writes, with Adam's defaults or fused Adam) and the
+# trainer's settings: fused Adam everywhere, gradients handed over by torch.autograd.grad,
+# channels_last on CUDA only (so "compiled, NCHW" is `--compile default` on a CPU and "compiled,
+# channels_last" the same on a GPU); "compiled, loss.backward()" isolates the hand-over's part
 VARIANTS = {
-    "eager, Adam defaults": dict(compile="none", fused_adam=False),
-    "eager, fused Adam": dict(compile="none", fused_adam=True),
-    "eager, fused Adam, channels_last": dict(compile="none", fused_adam=True, channels_last=True),
+    "eager, Adam defaults, loss.backward()": dict(
+        compile="none", fused_adam=False, plain_backward=True
+    ),
+    "eager, fused Adam, loss.backward()": dict(
+        compile="none", fused_adam=True, plain_backward=True
+    ),
+    "eager, fused Adam, channels_last, loss.backward()": dict(
+        compile="none", fused_adam=True, channels_last=True, plain_backward=True
+    ),
+    "eager trainer step (fused Adam, gradients handed over)": dict(compile="none", fused_adam=True),
+    "compiled step, fused Adam, channels_last, loss.backward()": dict(
+        compile="default", fused_adam=True, channels_last=True, plain_backward=True
+    ),
     "compiled step, fused Adam": dict(compile="default", fused_adam=True),
     "compiled step, fused Adam, channels_last": dict(
         compile="default", fused_adam=True, channels_last=True
     ),
 }
-COMPILED = ("compiled step, fused Adam", "compiled step, fused Adam, channels_last")
+BASELINES = ("eager, Adam defaults, loss.backward()", "eager, fused Adam, loss.backward()")
+COMPILED = tuple(k for k, v in VARIANTS.items() if v["compile"] != "none")
 
 
 def issue_table(args) -> None:
@@ -80,9 +94,10 @@ def issue_table(args) -> None:
     print(f"\n## ops and CPU time to issue one step (n = {args.channels}, {args.frame} frame and "
           f"batch, fp32, {torch.get_num_threads()} thread(s); ms: process CPU time and wall time, medians of 3 x {args.steps} single "
           f"steps after 3 warm-up steps, the paths timed in turn; load average {os.getloadavg()[0]:.1f} at the start)")  # fmt: skip
-    print("| step | batch | frame | path | dispatcher ops | fused kernels | total | dispatch-mode "
-          "count | CPU ms per step | wall ms per step | CPU us per op |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| step | batch | frame | path | dispatcher (aten) ops | fused kernels | total | "
+          "dispatch-mode count | aten ops outside compiled graphs + graph calls | CPU ms per "
+          "step | wall ms per step | CPU us per op |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for label, ds, stage in cases:
         if args.stage and stage != args.stage:
             continue
@@ -95,7 +110,7 @@ def issue_table(args) -> None:
             full = arch_of(full_h, full_w, channels=args.channels, disc_channels=args.channels)
             counts = []
             for a, data in ((full, fake_batch(ds["batch"], full_h, full_w, "cpu")), (arch, batch)):
-                fn = step_fn(make_steps(a, ds["preset"], "cpu"), stage, data)
+                fn = step_fn(make_steps(a, ds["preset"], "cpu", plain_backward=True), stage, data)
                 fn(), fn()  # Adam state exists
                 counts.append(dispatch_mode_count(fn))
             same = "same" if counts[0] == counts[1] else "DIFFERENT"
@@ -127,7 +142,8 @@ def issue_table(args) -> None:
             wall = statistics.median(t for _, t in times[name])
             results[name] = (o, sec)
             print(f"| {label} | {b} | {h}x{w} | {name} | {o['dispatcher']} | {o['fused']} | "
-                  f"{o['total']} | {dm[name]} | {sec * 1e3:.2f} | {wall * 1e3:.2f} | "
+                  f"{o['total']} | {dm[name]} | {o['outside']} + {o['graphs']} | "
+                  f"{sec * 1e3:.2f} | {wall * 1e3:.2f} | "
                   f"{sec * 1e6 / o['total']:.1f} |"
                   + (f" (warm-up incl. compile {warm[name]:.0f} s)" if name in COMPILED else ""),
                   flush=True)  # fmt: skip
@@ -135,13 +151,16 @@ def issue_table(args) -> None:
                 print("   top ops:", dict(o["top"].most_common(12)))
         for comp_name in COMPILED:
             comp = results.get(comp_name)
-            for base_name in VARIANTS:
+            for base_name in BASELINES:
                 base = results.get(base_name)
-                if base_name in COMPILED or not base or not comp:
+                if not base or not comp:
                     continue
-                print(f"|  |  |  | {base_name} / {comp_name} | | | "
-                      f"x{base[0]['total'] / comp[0]['total']:.2f} fewer ops | | "
-                      f"CPU time ratio x{base[1] / comp[1]:.2f} | | |")  # fmt: skip
+                c = comp[0]
+                print(f"|  |  |  | {base_name} / {comp_name} | "
+                      f"x{base[0]['dispatcher'] / c['dispatcher']:.2f} fewer aten ops | | "
+                      f"x{base[0]['total'] / c['total']:.2f} fewer ops (aten + fused) | | "
+                      f"x{base[0]['total'] / (c['outside'] + c['graphs']):.1f} with CUDA graphs "
+                      f"(projected) | CPU time ratio x{base[1] / comp[1]:.2f} | | |")  # fmt: skip
 
 
 def checkpoint_stall(args) -> None:

@@ -485,7 +485,7 @@ def _unwrap(module: torch.nn.Module) -> torch.nn.Module:
 class Steps:
     """One training step of each stage, bound once to the networks, optimisers and settings.
 
-    The loss computations (pose rendering, G1, G2, D, losses) run in three functions that are
+    The loss computations (pose rendering, G1, G2, D, losses) run in four functions that are
     torch.compile'd as whole regions when `compile` is not "none"; their backward graphs are
     compiled with them. Stage II, in the pix2pix order: refined = coarse + G2(coarse, source)
     with G1 frozen; a D step on refined.detach(); a G2 step through D with D's parameters frozen
@@ -499,8 +499,20 @@ class Steps:
         cfg: TrainConfig,
         arch: Arch,
         device: torch.device,
+        *,
+        plain_backward: bool | None = None,
     ):
         self.nets, self.opt, self.arch = nets, opt, arch
+        # Gradients reach .grad by torch.autograd.grad and a Python assignment: loss.backward()
+        # costs one aten::detach per parameter (AccumulateGrad), 64 of G1's ~70 host ops per
+        # step once a step is compiled. DDP needs loss.backward(): its reducer runs on
+        # AccumulateGrad's hooks. `plain_backward`: force either way (bench baselines).
+        if plain_backward is None:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            plain_backward = any(isinstance(n, DDP) for n in nets.values())
+        self.plain_backward = plain_backward
+        self.params = {k: [p for g in o.param_groups for p in g["params"]] for k, o in opt.items()}
         self.l1_lambda, self.adv_weight = cfg.l1_lambda, cfg.adv_weight
         # the pose renderer, bound once to the frame and map settings
         self.render = functools.partial(
@@ -542,8 +554,7 @@ class Steps:
         pose = self.render(target_kp)
         with self._amp():
             coarse = _unwrap(self.nets["g1"])(source, pose.to(source.dtype)).float()
-            refined = coarse + self.nets["g2"](coarse, source).float()  # G2: a difference map
-        return coarse, refined
+            return coarse + self.nets["g2"](coarse, source).float()  # G2: a difference map
 
     def _disc(self, disc, target, source, image):
         """D logits (real, source-negative or None, image) in one forward: BN sees one batch.
@@ -570,9 +581,23 @@ class Steps:
         _, _, fake = self._disc(_unwrap(self.nets["disc"]), target, source, refined)
         adv = _bce(fake, True)
         l1 = self.masked_l1(refined, target, mask)
-        return self.adv_weight * adv + self.l1_lambda * l1, adv, l1
+        # the parts leave detached: outputs with a gradient would each cost autograd a zeros op
+        return self.adv_weight * adv + self.l1_lambda * l1, adv.detach(), l1.detach()
 
     # ---- the steps
+
+    def _backward(self, loss: torch.Tensor, name: str) -> None:
+        """The gradients of `loss` in the .grad of optimiser `name`'s parameters (set to None
+        before), each in its parameter's layout, as loss.backward() leaves them."""
+        if self.plain_backward:
+            loss.backward()
+            return
+        params = self.params[name]
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        for p, g in zip(params, grads, strict=True):
+            if g is not None and g.stride() != p.stride():  # AccumulateGrad's layout rule
+                g = torch.empty_like(p).copy_(g)
+            p.grad = g
 
     def _mark_step(self) -> None:
         if self.compile == "reduce-overhead":
@@ -583,7 +608,7 @@ class Steps:
         self._mark_step()
         loss = self.g1_loss(batch["source"], batch["target"], batch["mask"], batch["target_kp"])
         self.opt["g1"].zero_grad(set_to_none=True)
-        loss.backward()
+        self._backward(loss, "g1")
         self.opt["g1"].step()
         return {"g1_l1": loss.detach().clone()}
 
@@ -594,10 +619,10 @@ class Steps:
             self._stage2_ready = True
         self._mark_step()
         source, target, mask = batch["source"], batch["target"], batch["mask"]
-        _, refined = self.refine(source, batch["target_kp"])
+        refined = self.refine(source, batch["target_kp"])
         loss_d = self.d_loss(target, source, refined.detach())
         self.opt["disc"].zero_grad(set_to_none=True)
-        loss_d.backward()
+        self._backward(loss_d, "disc")
         self.opt["disc"].step()
 
         disc = _unwrap(self.nets["disc"])
@@ -605,13 +630,13 @@ class Steps:
         try:
             loss_g, adv, l1 = self.g2_loss(target, source, mask, refined)
             self.opt["g2"].zero_grad(set_to_none=True)
-            loss_g.backward()
+            self._backward(loss_g, "g2")
         finally:
             disc.requires_grad_(True)
         self.opt["g2"].step()
         return {
-            "g2_adv": adv.detach().clone(),
-            "g2_l1": l1.detach().clone(),
+            "g2_adv": adv.clone(),  # a copy: under CUDA graphs the next replay reuses memory
+            "g2_l1": l1.clone(),
             "d": loss_d.detach().clone(),
         }
 

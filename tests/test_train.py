@@ -333,7 +333,7 @@ def test_verify_finds_a_damaged_shard(tmp_path):
     shutil.rmtree(src)
 
 
-def _tiny_steps(folder, compile_mode, channels_last=False):
+def _tiny_steps(folder, compile_mode, channels_last=False, plain_backward=False):
     from pg2kit.data import PairBatches, inspect_split
 
     info = inspect_split(folder)
@@ -346,28 +346,36 @@ def _tiny_steps(folder, compile_mode, channels_last=False):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     nets = dict(zip(("g1", "g2", "disc"), (m.to(memory_format=fmt) for m in build_models(arch)),
                     strict=True))  # fmt: skip
-    steps = T.Steps(nets, T.make_optimizers(nets, c), c, arch, torch.device("cpu"))
+    steps = T.Steps(nets, T.make_optimizers(nets, c), c, arch, torch.device("cpu"),
+                    plain_backward=plain_backward)  # fmt: skip
     ds = PairBatches(folder).load()
     batch = T.to_device(ds[np.array([[0, 0], [5, 1], [9, 0], [13, 1]])], torch.device("cpu"),
                         channels_last)  # fmt: skip
     return steps, batch
 
 
-def _gradient_layout_copies(fn) -> int:
-    """Gradients that autograd copies into the parameter's layout in one call of `fn`
-    (aten::new_empty_strided under AccumulateGrad: the backward returned another layout)."""
-    from torch.profiler import ProfilerActivity, profile
+def _gradients_in_another_layout(fn, monkeypatch) -> int:
+    """Gradients that the backward returns in a layout other than their parameter's in one call
+    of `fn` (the step then copies each into the parameter's layout: 2 extra ops)."""
+    real, n = torch.autograd.grad, 0
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        fn()
-    n = 0
-    for e in prof.events():
-        if e.name == "aten::new_empty_strided":
-            p = e.cpu_parent
-            while p is not None and "AccumulateGrad" not in p.name:
-                p = p.cpu_parent
-            n += p is not None
+    def spy(outputs, inputs, **kw):
+        nonlocal n
+        grads = real(outputs, inputs, **kw)
+        n += sum(
+            g is not None and g.stride() != p.stride() for p, g in zip(inputs, grads, strict=True)
+        )
+        return grads
+
+    monkeypatch.setattr(torch.autograd, "grad", spy)
+    fn()
+    monkeypatch.setattr(torch.autograd, "grad", real)
     return n
+
+
+def _grads_have_their_parameters_layout(nets) -> bool:
+    return all(p.grad is None or p.grad.stride() == p.stride()
+               for m in nets.values() for p in m.parameters())  # fmt: skip
 
 
 def _compare_compiled_and_eager(folder, stage, channels_last=False):
@@ -377,6 +385,7 @@ def _compare_compiled_and_eager(folder, stage, channels_last=False):
         steps, batch = _tiny_steps(folder, mode, channels_last)
         fn = steps.g1 if stage == "g1" else steps.g2
         losses = [fn(batch) for _ in range(2)]
+        assert _grads_have_their_parameters_layout(steps.nets)
         results.append((losses, {k: m.state_dict() for k, m in steps.nets.items()}))
     (le, we), (lc, wc) = results
     # tolerance: float32 with reassociated sums in fused kernels; 2 Adam steps at lr 2e-4
@@ -410,6 +419,30 @@ def test_captured_whole_steps_match_eager(folder, monkeypatch):
     _compare_compiled_and_eager(folder, "g2")
 
 
+@pytest.mark.parametrize("stage", ["g1", "g2"])
+def test_gradients_handed_over_equal_loss_backward_and_cost_no_op_per_parameter(folder, stage):
+    """The trainer's step takes gradients by torch.autograd.grad: the same weights after two
+    steps as loss.backward(), and no aten::detach per parameter (AccumulateGrad's)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    results = []
+    for plain in (True, False):
+        steps, batch = _tiny_steps(folder, "none", plain_backward=plain)
+        fn = steps.g1 if stage == "g1" else steps.g2
+        fn(batch)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn(batch)
+        detaches = sum(e.name == "aten::detach" for e in prof.events())
+        results.append(({k: m.state_dict() for k, m in steps.nets.items()}, detaches))
+    (plain_w, plain_detaches), (w, detaches) = results
+    for net in w:
+        for k in w[net]:
+            torch.testing.assert_close(w[net][k], plain_w[net][k], rtol=0, atol=0)
+    trained = [p for k in (("g1",) if stage == "g1" else ("g2", "disc"))
+               for p in steps.nets[k].parameters()]  # fmt: skip
+    assert plain_detaches >= len(trained) and detaches < plain_detaches - len(trained) + 5
+
+
 @pytest.mark.slow
 def test_compiled_g1_step_matches_eager(folder):
     _compare_compiled_and_eager(folder, "g1")
@@ -421,7 +454,7 @@ def test_compiled_g2_step_matches_eager(folder):
 
 
 @pytest.mark.slow
-def test_compiled_channels_last_g1_step_matches_eager_and_copies_no_gradient(folder):
+def test_compiled_channels_last_g1_step_matches_eager_and_copies_no_gradient(folder, monkeypatch):
     """channels_last (the trainer's default on CUDA): the compiled step agrees with eager, and
     every gradient of its backward already has its parameter's layout (in NCHW, inductor's
     backward returns the conv weight gradients in another layout and autograd copies them:
@@ -429,4 +462,8 @@ def test_compiled_channels_last_g1_step_matches_eager_and_copies_no_gradient(fol
     _compare_compiled_and_eager(folder, "g1", channels_last=True)
     steps, batch = _tiny_steps(folder, "default", channels_last=True)
     steps.g1(batch)
-    assert _gradient_layout_copies(lambda: steps.g1(batch)) == 0
+    assert _gradients_in_another_layout(lambda: steps.g1(batch), monkeypatch) == 0
+    nchw, batch = _tiny_steps(folder, "default")  # the copies this layout costs, counted
+    nchw.g1(batch)
+    assert _gradients_in_another_layout(lambda: nchw.g1(batch), monkeypatch) > 0
+    assert _grads_have_their_parameters_layout(nchw.nets)
