@@ -504,9 +504,10 @@ class Steps:
     ):
         self.nets, self.opt, self.arch = nets, opt, arch
         # Gradients reach .grad by torch.autograd.grad and a Python assignment: loss.backward()
-        # costs one aten::detach per parameter (AccumulateGrad), 64 of G1's ~70 host ops per
-        # step once a step is compiled. DDP needs loss.backward(): its reducer runs on
-        # AccumulateGrad's hooks. `plain_backward`: force either way (bench baselines).
+        # costs one aten::detach per parameter (AccumulateGrad), 64 of the 69 aten ops that a
+        # compiled Market G1 step issued outside its graphs (BENCHMARKS.md). DDP needs
+        # loss.backward(): its reducer runs on AccumulateGrad's hooks. `plain_backward`: force
+        # either way (the benches' baselines).
         if plain_backward is None:
             from torch.nn.parallel import DistributedDataParallel as DDP
 

@@ -457,8 +457,8 @@ def test_compiled_g2_step_matches_eager(folder):
 def test_compiled_channels_last_g1_step_matches_eager_and_copies_no_gradient(folder, monkeypatch):
     """channels_last (the trainer's default on CUDA): the compiled step agrees with eager, and
     every gradient of its backward already has its parameter's layout (in NCHW, inductor's
-    backward returns the conv weight gradients in another layout and autograd copies them:
-    2 extra ops per conv weight and step)."""
+    backward returns the conv weight gradients in another layout and the step copies each into
+    its parameter's layout: 2 extra ops per conv weight and step)."""
     _compare_compiled_and_eager(folder, "g1", channels_last=True)
     steps, batch = _tiny_steps(folder, "default", channels_last=True)
     steps.g1(batch)
