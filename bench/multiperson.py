@@ -597,7 +597,8 @@ def score_video(seed, k, samples, min_track, label) -> dict:
            "purity": purity, "fragmentation": frag,
            "track_sizes": sorted((len(v) for v in tracks.values()), reverse=True)}  # fmt: skip
     print(f"video seed {seed} ({label}): {k} walkers, {n} samples in {len(tracks)} tracks "
-          f"(min-track {min_track}), purity {purity:.3f}, fragmentation {frag:.2f} tracks/person, "
+          f"(min-track {min_track}), purity {purity:.3f} ({pure}/{n}), fragmentation {frag:.2f} "
+          f"tracks/person, "
           f"sizes {out['track_sizes']}", flush=True)  # fmt: skip
     return out
 
