@@ -20,7 +20,8 @@ photo of its own identity folder and run through `pg2kit prepare folder`, the vi
 losslessly (FFV1 .avi) and run through `pg2kit prepare video`; the figures are computed from the
 shards (source_box, keypoints mapped back to source pixels, track, frame) and failures.csv (each
 person that was not the identity person or failed a gate is a row with its box and reason).
-`--via both` also runs the library on the same images and counts outcome differences.
+`--via both` also runs the library on the same images and counts outcome differences (scenes,
+nobody and alone).
 
 Usage:
   python bench/multiperson.py [--data /work/shared/data/realdev] [--half check] \
@@ -783,12 +784,13 @@ def run_blobs(find, n: int = 20) -> dict:
 ALONE_HEIGHTS = (110, 170, 260, 360)
 
 
-def run_alone(find, people, seed: int = 0) -> dict:
+def run_alone(find, people, seed: int = 0, compare=None) -> dict:
     """Each person of the half alone on a background at each of ALONE_HEIGHTS, placed at random
     wholly inside the frame: the share accepted is what the finder can reach on these people
     before any crowd (what the scenes lose beyond it comes from the other people). Outcome per
     person and height; a person rejected at one height and accepted at another says the
-    rejection came from the placement and background, not from the photo."""
+    rejection came from the placement and background, not from the photo. With `compare` (a
+    second find, `--via both`), also the images whose outcome differs between the two."""
     rng = np.random.default_rng(seed)
     images, truths = [], []
     for p in people:
@@ -805,8 +807,8 @@ def run_alone(find, people, seed: int = 0) -> dict:
     found = find(f"alone{seed}", images)
     outcome: dict[str, dict[int, str]] = {}
     false_pos: list[tuple[str, int]] = []
-    for ps, truth in zip(found, truths, strict=True):
-        res = score_scene(ps, truth)
+    scored = [score_scene(ps, truth) for ps, truth in zip(found, truths, strict=True)]
+    for res, truth in zip(scored, truths, strict=True):
         if res["fp"]:
             false_pos.append((truth[0]["id"], truth[0]["height"]))
         outcome.setdefault(truth[0]["id"], {})[truth[0]["height"]] = res["reasons"][0]
@@ -835,6 +837,15 @@ def run_alone(find, people, seed: int = 0) -> dict:
     print(f"alone: images with a person accepted that is not the pasted one: {len(false_pos)} "
           f"{false_pos}")  # fmt: skip
     out["false_positive_images"] = false_pos
+    if compare is not None:
+        other = [score_scene(ps, t) for ps, t in zip(compare(f"alone{seed}", images), truths,
+                                                      strict=True)]  # fmt: skip
+        diff = [(t[0]["id"], t[0]["height"], a["reasons"][0], b["reasons"][0], a["fp"], b["fp"])
+                for a, b, t in zip(scored, other, truths, strict=True)
+                if (a["reasons"][0], a["fp"]) != (b["reasons"][0], b["fp"])]  # fmt: skip
+        print(f"alone, library on the same images: outcome or false positives differ on "
+              f"{len(diff)} of {len(images)} images {diff[:8]}", flush=True)  # fmt: skip
+        out["library_differs"] = len(diff)
     return out
 
 
@@ -1050,7 +1061,7 @@ def main() -> None:
     if "blobs" in parts:
         result["blobs"] = run_blobs(find)
     if "alone" in parts:
-        result["alone"] = run_alone(find, people, args.alone_seed)
+        result["alone"] = run_alone(find, people, args.alone_seed, compare)
     if "speed" in parts:
         result["speed"] = run_speed(finder, people)
     print(f"total {time.perf_counter() - t0:.0f} s")
