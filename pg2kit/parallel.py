@@ -222,7 +222,9 @@ def run_tasks(
         started when "ray" has no `ray_address` (and the joblib job count on Ray).
     scheduler: a Dask scheduler address ("tcp://host:8786"), or a dask.distributed.Client.
     retries: a task that raises, or whose worker dies, is submitted again up to `retries`
-        times; then TaskFailed names the task (and `label(task)` if given) and the error.
+        times; then TaskFailed names the task (and `label(task)` if given) and the error. A
+        worker lost while tasks run in parallel is traced first: the tasks from there run one
+        at a time until one loses its worker alone, and only that task is charged.
     progress: called with 1 after each task's result is yielded (tqdm's ``bar.update`` fits).
     need_paths: files every worker must be able to read (on "dask", each worker is asked before
         any task runs; a worker that cannot see one is a ParallelError naming both).
@@ -270,7 +272,32 @@ def run_tasks(
         n_jobs = _enter_backend(stack, backend, workers, scheduler, ray_address)
         if backend == "dask" and need_paths:
             _check_dask_workers_see(need_paths)
+        # A lost worker breaks every task in flight, and the error surfaces at whichever task
+        # is awaited first, not at the one that lost it. So after a loss the next `span` tasks
+        # run one at a time (still on the workers): a loss there is that task's. A loss in
+        # parallel after a span that lost nothing doubles the span (tasks are dispatched ahead
+        # in batches); losses that no task repeats alone (short of memory, say) thus end in a
+        # run that goes on one task at a time rather than in a wrong name.
+        span = 4 * (n_jobs if n_jobs > 0 else os.cpu_count() or 8)
+        alone_until, span_lost = 0, True
         while head < len(tasks):
+            if head < alone_until:
+                try:
+                    out = Parallel(n_jobs=n_jobs)([delayed(call)(tasks[head])])[0]
+                except (TaskFailed, GeneratorExit):
+                    raise
+                except Exception as e:  # noqa: BLE001 - this task lost its worker
+                    span_lost = True
+                    failed(head, _plain(f"{type(e).__name__}: {e}"))
+                    continue
+                if isinstance(out, _Failure):
+                    failed(head, out.summary, out.detail)
+                    continue
+                yield out
+                head += 1
+                if progress is not None:
+                    progress(1)
+                continue
             if backend == "ray":  # joblib's Ray backend has no generator mode: ordered windows
                 results = _windows(call, tasks, head, n_jobs, window=4 * max(workers or 8, 1))
             else:
@@ -289,8 +316,10 @@ def run_tasks(
                         progress(1)
             except (TaskFailed, GeneratorExit):
                 raise
-            except Exception as e:  # noqa: BLE001 - a lost worker, a broken pool, a dead node
-                failed(head, _plain(f"{type(e).__name__}: {e}"))
+            except Exception:  # noqa: BLE001 - a lost worker, a broken pool, a dead node
+                if not span_lost:
+                    span *= 2
+                alone_until, span_lost = head + span, False
                 restart = True
             finally:
                 if restart or head < len(tasks):

@@ -35,6 +35,21 @@ def _kill_worker(x):
     return x
 
 
+def _kill_worker_at_9(x):
+    if x == 9:
+        os._exit(3)
+    return x
+
+
+def _kill_worker_once(x, folder):
+    """Loses its worker the first time it sees x == 3 (a marker file remembers)."""
+    marker = Path(folder) / f"lost-{x}"
+    if x == 3 and not marker.exists():
+        marker.touch()
+        os._exit(3)
+    return x
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_results_in_task_order(workers):
     got = list(run_tasks(_square, [(i,) for i in range(25)], workers=workers))
@@ -78,6 +93,50 @@ def test_results_before_a_failure_are_yielded():
 def test_dead_worker_is_a_named_failure():
     with pytest.raises(TaskFailed, match=r"task 1 failed after 2 attempts \(backend loky\)"):
         list(run_tasks(_kill_worker, [(i,) for i in range(4)], workers=2, retries=1))
+
+
+def test_a_lost_worker_is_charged_to_the_task_that_lost_it():
+    """The loss surfaces at whichever task in flight is awaited first; the tasks after the
+    loss run one at a time, so the one named is the one that lost its worker, every time."""
+    for _ in range(3):
+        got = []
+        with pytest.raises(TaskFailed, match=r"^task 9 failed after 1 attempt \(backend loky\)"):
+            for r in run_tasks(_kill_worker_at_9, [(i,) for i in range(16)], workers=2):
+                got.append(r)
+        assert got == list(range(9))
+
+
+def test_a_worker_lost_once_costs_no_result(tmp_path):
+    tasks = [(i, str(tmp_path)) for i in range(12)]
+    assert list(run_tasks(_kill_worker_once, tasks, workers=2)) == list(range(12))
+
+
+def test_losses_no_single_task_repeats_end_in_a_run_one_task_at_a_time(monkeypatch):
+    """Workers lost only while tasks run in parallel (short of memory, say): no task is blamed
+    for them; each loss runs the next tasks one at a time (twice as many after a span that lost
+    nothing), so the run finishes with every result in order."""
+    import joblib
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    real, parallel_runs = joblib.Parallel, []
+
+    class LosesWorkersInParallel(real):
+        def __call__(self, iterable):
+            if not self.return_generator:
+                return super().__call__(iterable)
+            parallel_runs.append(1)
+
+            def lost():  # as joblib's generator: the loss surfaces when results are awaited
+                raise TerminatedWorkerError("a worker process was terminated")
+                yield
+
+            return lost()
+
+    monkeypatch.setattr(joblib, "Parallel", LosesWorkersInParallel)
+    assert list(run_tasks(_square, [(i,) for i in range(40)], workers=2)) == [
+        i * i for i in range(40)
+    ]
+    assert len(parallel_runs) == 3  # spans of 8, 16 and 32 tasks
 
 
 def test_unknown_backend_and_bad_retries():
