@@ -253,14 +253,27 @@ def run_tasks(
                 detail,
             )
 
+    def result_of(run: Callable[[tuple], Any]) -> tuple[Any, bool]:
+        """tasks[head] run by `run` until it gives a result, each failure charged to it
+        (`failed` raises once its attempts are spent); and whether it lost a worker."""
+        lost = False
+        while True:
+            try:
+                out = run(tasks[head])
+            except (TaskFailed, GeneratorExit):
+                raise
+            except Exception as e:  # noqa: BLE001 - the task lost its worker
+                lost = True
+                failed(head, _plain(f"{type(e).__name__}: {e}"))
+                continue
+            if not isinstance(out, _Failure):
+                return out, lost
+            failed(head, out.summary, out.detail)
+
     sequential = backend == "loky" and (workers or 1) <= 1
     if sequential:
         while head < len(tasks):
-            out = call(tasks[head])
-            if isinstance(out, _Failure):
-                failed(head, out.summary, out.detail)
-                continue
-            yield out
+            yield result_of(call)[0]
             head += 1
             if progress is not None:
                 progress(1)
@@ -282,17 +295,8 @@ def run_tasks(
         alone_until, span_lost = 0, True
         while head < len(tasks):
             if head < alone_until:
-                try:
-                    out = Parallel(n_jobs=n_jobs)([delayed(call)(tasks[head])])[0]
-                except (TaskFailed, GeneratorExit):
-                    raise
-                except Exception as e:  # noqa: BLE001 - this task lost its worker
-                    span_lost = True
-                    failed(head, _plain(f"{type(e).__name__}: {e}"))
-                    continue
-                if isinstance(out, _Failure):
-                    failed(head, out.summary, out.detail)
-                    continue
+                out, lost = result_of(lambda t: Parallel(n_jobs=n_jobs)([delayed(call)(t)])[0])
+                span_lost = span_lost or lost
                 yield out
                 head += 1
                 if progress is not None:
