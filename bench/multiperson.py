@@ -37,6 +37,7 @@ import csv
 import json
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -599,8 +600,7 @@ def score_video(seed, k, samples, min_track, label) -> dict:
            "track_sizes": sorted((len(v) for v in tracks.values()), reverse=True)}  # fmt: skip
     print(f"video seed {seed} ({label}): {k} walkers, {n} samples in {len(tracks)} tracks "
           f"(min-track {min_track}), purity {purity:.3f} ({pure}/{n}), fragmentation {frag:.2f} "
-          f"tracks/person, "
-          f"sizes {out['track_sizes']}", flush=True)  # fmt: skip
+          f"tracks/person, sizes {out['track_sizes']}", flush=True)  # fmt: skip
     return out
 
 
@@ -822,10 +822,7 @@ def run_alone(find, people, seed: int = 0, compare=None) -> dict:
         per_h = {
             h: sum(v[h] == "accepted" for v in rows.values()) / len(rows) for h in ALONE_HEIGHTS
         }
-        fails = {}
-        for w in whys:
-            if w != "accepted":
-                fails[w] = fails.get(w, 0) + 1
+        fails = dict(Counter(w for w in whys if w != "accepted"))
         some = sum(any(w != "accepted" for w in v.values()) for v in rows.values())
         always = sum(all(w != "accepted" for w in v.values()) for v in rows.values())
         print(f"alone, {name}: accepted {acc}/{len(whys)} = {acc / len(whys):.3f}; per height "

@@ -4,16 +4,16 @@ For Market G1 (batch 16), Market G2+D (batch 16) and DeepFashion G1 / G2+D (batc
 the ops one step issues (profiler: top-level dispatcher ops + inductor's fused kernels; and a
 TorchDispatchMode count for eager) and the CPU time of one step, eager (loss.backward() with
 Adam defaults or fused Adam, NCHW and channels_last; the trainer's eager step) and compiled in
-the same run. Op counts depend on the depth of
-the networks, not on their width, the frame or the batch; so by default the networks run at
-n = 2 channels on a small frame and batch with the full depth (32x16 batch 2 for Market, 32x32
-batch 1 for DeepFashion), where the arithmetic is small, so that the CPU time per step comes
-closest to the issuing cost (Python, autograd, dispatcher, kernel-call glue: what a GPU waits
-on when the CPU cannot keep up); on a CPU the kernels themselves still run inside it. Each run checks that the eager op count at the small size equals the
-one at the full frame and batch (same width). Then: how long a checkpoint write blocks the loop
-(synchronous torch.save against the background writer, full-size Market G1 state) and how long
-the loop waits for each batch with and without the prefetch thread (a 20 ms stand-in for an
-asynchronous GPU step).
+the same run. Op counts depend on the depth of the networks, not on their width, the frame or
+the batch; so by default the networks run at n = 2 channels on a small frame and batch with the
+full depth (32x16 batch 2 for Market, 32x32 batch 1 for DeepFashion), where the arithmetic is
+small, so that the CPU time per step comes closest to the issuing cost (Python, autograd,
+dispatcher, kernel-call glue: what a GPU waits on when the CPU cannot keep up); on a CPU the
+kernels themselves still run inside it. Each run checks that the eager op count at the small
+size equals the one at the full frame and batch (same width). Then: how long a checkpoint write
+blocks the loop (synchronous torch.save against the background writer, full-size Market G1
+state) and how long the loop waits for each batch with and without the prefetch thread (a 20 ms
+stand-in for an asynchronous GPU step).
 
 Usage: python bench/train_speed.py [--only market|deepfashion] [--stage g1|g2] [--no-extras]
        [--channels 2] [--frame small|full] [--threads 1] [--steps 15] [--skip-compile]

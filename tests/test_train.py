@@ -367,9 +367,9 @@ def _gradients_in_another_layout(fn, monkeypatch) -> int:
         )
         return grads
 
-    monkeypatch.setattr(torch.autograd, "grad", spy)
-    fn()
-    monkeypatch.setattr(torch.autograd, "grad", real)
+    with monkeypatch.context() as m:
+        m.setattr(torch.autograd, "grad", spy)
+        fn()
     return n
 
 
